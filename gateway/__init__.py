@@ -1,0 +1,1 @@
+"""Mnemo's gateway: an OpenAI-compatible proxy that adds memory, plus the memory REST API."""

@@ -1,0 +1,121 @@
+"""create_app(settings): the gateway's Starlette application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypedDict
+
+import httpx
+from arq.connections import RedisSettings
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.chat import chat_completions
+from gateway.errors import GatewayError
+from gateway.health import healthz, list_models, readyz
+from gateway.injection import build_token_counter
+from gateway.metrics import Metrics, metrics_endpoint
+from gateway.providers import LiteLLMUpstream
+from gateway.recorder import ExchangeRecorder
+from gateway.services import Services
+from gateway.upstream import ModelTable, OpenAICompatibleUpstream
+from mnemo.config import Settings
+from mnemo.errors import QueueError
+from mnemo.queue import ExchangeQueue
+from mnemo.retrieval import Retriever
+from mnemo.runtime import Core, open_core
+
+logger = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    services: Services
+
+
+def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSettings | None = None) -> Starlette:
+    """Build the gateway. ``core`` and ``redis`` are passed in by ``mnemo up``, which shares
+    them with the worker; on its own the gateway opens its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        async with AsyncExitStack() as stack:
+            services = await build_services(settings, stack, core, redis)
+            yield {"services": services}
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    handlers = {HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, core: Core | None, redis: RedisSettings | None
+) -> Services:
+    timeout = httpx.Timeout(settings.server.upstream_timeout_s, connect=settings.server.upstream_connect_timeout_s)
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False))
+    if core is None:
+        core = await open_core(settings)
+        stack.push_async_callback(core.close)
+    queue = await connect_queue(settings, redis)
+    if queue is not None:
+        stack.push_async_callback(queue.close)
+    metrics = Metrics()
+    return Services(
+        settings=settings,
+        http=http,
+        models=ModelTable(settings.models),
+        openai_upstream=OpenAICompatibleUpstream(http),
+        litellm_upstream=LiteLLMUpstream(),
+        core=core,
+        retriever=Retriever(core.embedder, core.store),
+        queue=queue,
+        recorder=ExchangeRecorder(queue, metrics),
+        metrics=metrics,
+        count_tokens=build_token_counter(),
+    )
+
+
+async def connect_queue(settings: Settings, redis: RedisSettings | None) -> ExchangeQueue | None:
+    from mnemo.queue import redis_settings
+
+    try:
+        connection = redis or redis_settings(settings)
+        return await ExchangeQueue.connect(connection, settings.redis.queue_name)
+    except QueueError as exc:
+        # Chats still work without a queue; /readyz says what is missing.
+        logger.error("queue unavailable at start-up, exchanges will not be recorded: %s", exc)
+        return None
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if _is_api(request):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return GatewayError(exc.status_code, str(exc.detail), type=kind, code=code).response()
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return exc.response()
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return GatewayError(500, "internal error in the Mnemo gateway", type="server_error").response()

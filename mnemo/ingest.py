@@ -1,0 +1,172 @@
+"""Turn one completed exchange into memory changes: facts in, versioned memories and events out.
+
+Every id written here is derived from the exchange's request id, so running the same
+exchange twice writes the same points and events instead of duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from mnemo.embedding import Embedder
+from mnemo.extraction import Decision, Extractor, LLMUsage, new_user_turn
+from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
+from mnemo.queue import Exchange
+from mnemo.store import MemoryStore
+
+logger = logging.getLogger(__name__)
+
+RAW_MODEL = "raw"
+
+
+@dataclass
+class IngestResult:
+    mode: Literal["raw", "llm"]
+    facts: int = 0
+    created: list[str] = field(default_factory=list)
+    invalidated: list[str] = field(default_factory=list)
+    usage: LLMUsage = field(default_factory=LLMUsage)
+
+
+class MemoryWriter:
+    def __init__(
+        self,
+        store: MemoryStore,
+        embedder: Embedder,
+        extractor: Extractor | None,
+        default_mode: Literal["raw", "llm"],
+        similar_limit: int = 5,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.extractor = extractor
+        self.default_mode = default_mode
+        self.similar_limit = similar_limit
+
+    def mode_for(self, exchange: Exchange) -> Literal["raw", "llm"]:
+        mode = exchange.extraction_mode or self.default_mode
+        if mode == "llm" and self.extractor is None:
+            logger.warning("request %s asked for llm extraction but none is configured; using raw", exchange.request_id)
+            return "raw"
+        return mode
+
+    async def process(self, exchange: Exchange) -> IngestResult:
+        result = IngestResult(mode=self.mode_for(exchange))
+        if result.mode == "llm" and self.extractor is not None:
+            facts = await self.extractor.extract(exchange, result.usage)
+        else:
+            facts = [m.content.strip() for m in new_user_turn(exchange.messages)]
+        result.facts = len(facts)
+        if not facts:
+            return result
+        vectors = await self.embedder.embed(facts)
+        existing = await self._similar(exchange.scope, vectors)
+        decisions = await self._decide(result, facts, existing)
+        await self._apply(exchange, result, facts, vectors, existing, decisions)
+        return result
+
+    async def _similar(self, scope: Scope, vectors: Sequence[Sequence[float]]) -> list[Memory]:
+        found: dict[str, Memory] = {}
+        for vector in vectors:
+            for hit in await self.store.search(scope, vector, limit=self.similar_limit):
+                found.setdefault(hit.memory.id, hit.memory)
+        return list(found.values())
+
+    async def _decide(self, result: IngestResult, facts: list[str], existing: list[Memory]) -> list[Decision]:
+        if result.mode == "llm" and existing and self.extractor is not None:
+            return await self.extractor.decide(facts, existing, result.usage)
+        # Raw mode (and an empty memory) needs no LLM: add unless the same text is already believed.
+        known = {text_hash(m.text): i for i, m in enumerate(existing)}
+        decisions = []
+        for index, fact in enumerate(facts):
+            twin = known.get(text_hash(fact))
+            if twin is None:
+                decisions.append(Decision(index, "ADD", None, fact, "new information"))
+            else:
+                decisions.append(Decision(index, "NONE", twin, None, "already stored verbatim"))
+        return decisions
+
+    async def _apply(
+        self,
+        exchange: Exchange,
+        result: IngestResult,
+        facts: list[str],
+        vectors: list[list[float]],
+        existing: list[Memory],
+        decisions: list[Decision],
+    ) -> None:
+        model = self.extractor.model if result.mode == "llm" and self.extractor else RAW_MODEL
+        at = exchange.completed_at
+        new_memories: list[Memory] = []
+        events: list[MemoryEvent] = []
+        invalidations: list[tuple[Memory, str | None]] = []
+        for number, decision in enumerate(decisions):
+            key = (exchange.request_id, str(number))
+            old = existing[decision.target] if decision.target is not None else None
+            if decision.action in ("ADD", "UPDATE") and decision.text:
+                memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old)
+                new_memories.append(memory)
+                if old is not None:
+                    invalidations.append((old, memory.id))
+                events.append(_event(exchange, key, decision, memory.id, old, model, at))
+            elif decision.action == "DELETE" and old is not None:
+                invalidations.append((old, None))
+                events.append(_event(exchange, key, decision, old.id, old, model, at))
+        if new_memories:
+            texts = [m.text for m in new_memories]
+            known = dict(zip(facts, vectors, strict=True))
+            missing = [t for t in texts if t not in known]
+            known.update(zip(missing, await self.embedder.embed(missing), strict=True))
+            await self.store.upsert(new_memories, [known[t] for t in texts])
+        for old, successor in invalidations:
+            await self.store.invalidate(old.id, at, successor)
+        await self.store.add_events(events)
+        result.created = [m.id for m in new_memories]
+        result.invalidated = [old.id for old, _ in invalidations]
+
+
+def _new_memory(exchange: Exchange, memory_id: str, text: str, at: datetime, old: Memory | None) -> Memory:
+    scope = exchange.scope
+    return Memory(
+        id=memory_id,
+        text=text,
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        session_id=scope.session_id,
+        created_at=at,
+        supersedes=old.id if old else None,
+        version=old.version + 1 if old else 1,
+        source_request_id=exchange.request_id,
+        actor="worker",
+        metadata=dict(exchange.metadata),
+    )
+
+
+def _event(
+    exchange: Exchange,
+    key: tuple[str, str],
+    decision: Decision,
+    memory_id: str,
+    old: Memory | None,
+    model: str,
+    at: datetime,
+) -> MemoryEvent:
+    return MemoryEvent(
+        id=derived_id(*key, "event"),
+        memory_id=memory_id,
+        user_id=exchange.scope.user_id,
+        agent_id=exchange.scope.agent_id,
+        action=decision.action,
+        previous_memory_id=old.id if old and decision.action == "UPDATE" else None,
+        old_text=old.text if old else None,
+        new_text=decision.text,
+        reason=decision.reason,
+        source_request_id=exchange.request_id,
+        model=model,
+        actor="worker",
+        created_at=at,
+    )

@@ -1,0 +1,116 @@
+"""The queue contract between gateway and worker: job name, payload schema, job ids.
+
+The gateway enqueues by :data:`JOB_NAME`; it never imports worker code. Payloads are JSON
+with a ``schema_version``, never pickles of our classes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any, Literal
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from pydantic import BaseModel, Field
+
+from mnemo.config import Settings
+from mnemo.errors import QueueError
+from mnemo.models import Scope
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "process_exchange"
+SCHEMA_VERSION = 1
+
+
+class ExchangeMessage(BaseModel):
+    """A client message reduced to what memory uses: its role and its text parts."""
+
+    role: str
+    content: str
+    name: str | None = None
+
+
+class Exchange(BaseModel):
+    """One completed request/reply pair, as recorded by the gateway."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    scope: Scope
+    model: str
+    messages: list[ExchangeMessage]
+    reply: str
+    started_at: datetime
+    completed_at: datetime
+    extraction_mode: Literal["raw", "llm"] | None = Field(default=None, description="Per-request override.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Copied onto every memory it creates.")
+
+
+def exchange_job_id(request_id: str) -> str:
+    return f"mnemo:exchange:{request_id}"
+
+
+def encode_exchange(exchange: Exchange) -> str:
+    return exchange.model_dump_json()
+
+
+def decode_exchange(payload: str | dict[str, Any]) -> Exchange:
+    data = json.loads(payload) if isinstance(payload, str) else payload
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise QueueError(f"unsupported exchange schema_version {version!r} (this build reads {SCHEMA_VERSION})")
+    return Exchange.model_validate(data)
+
+
+def redis_settings(settings: Settings, unix_socket_path: str | None = None) -> RedisSettings:
+    """arq's connection settings: the configured URL, or the embedded server's socket."""
+    if settings.redis.url:
+        redis = RedisSettings.from_dsn(settings.redis.url)
+    else:
+        if unix_socket_path is None:
+            raise QueueError("no redis.url configured and no embedded redis running")
+        redis = RedisSettings(unix_socket_path=unix_socket_path)
+    redis.conn_timeout = max(1, int(settings.redis.enqueue_timeout_s))
+    redis.conn_retries = 0
+    return redis
+
+
+class ExchangeQueue:
+    """The gateway's side of the queue: enqueue completed exchanges, idempotently."""
+
+    def __init__(self, pool: ArqRedis, queue_name: str) -> None:
+        self._pool = pool
+        self._queue_name = queue_name
+
+    @classmethod
+    async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:
+        try:
+            pool = await create_pool(redis, default_queue_name=queue_name)
+        except Exception as exc:  # redis raises OSError, ConnectionError, TimeoutError...
+            raise QueueError(f"cannot connect to redis: {exc}") from exc
+        return cls(pool, queue_name)
+
+    @property
+    def redis(self) -> ArqRedis:
+        return self._pool
+
+    async def enqueue(self, exchange: Exchange) -> str:
+        """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op."""
+        job_id = exchange_job_id(exchange.request_id)
+        try:
+            await self._pool.enqueue_job(
+                JOB_NAME, encode_exchange(exchange), _job_id=job_id, _queue_name=self._queue_name
+            )
+        except Exception as exc:
+            raise QueueError(f"enqueue failed: {exc}") from exc
+        return job_id
+
+    async def ping(self) -> None:
+        try:
+            await self._pool.ping()
+        except Exception as exc:
+            raise QueueError(f"redis unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._pool.aclose()

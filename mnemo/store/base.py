@@ -1,0 +1,80 @@
+"""The narrow contract every memory store keeps, and the factory that picks a backend."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from mnemo.config import Settings
+from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """What built the vectors: a store refuses to open a collection made by another embedder."""
+
+    embedder_model: str
+    dimension: int
+
+
+class MemoryStore(Protocol):
+    async def open(self) -> None:
+        """Create or load the collections; raise StoreMismatchError on another embedder's data."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot serve requests."""
+
+    async def upsert(self, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
+        """Insert or replace memories by id (idempotent: same id, same point)."""
+
+    async def invalidate(self, memory_id: str, invalid_at: datetime, superseded_by: str | None) -> None:
+        """Mark a memory as no longer believed; its text stays."""
+
+    async def get(self, memory_id: str) -> Memory | None: ...
+
+    async def search(
+        self, scope: Scope, vector: Sequence[float], *, limit: int, include_invalidated: bool = False
+    ) -> list[ScoredMemory]:
+        """Nearest memories of the scope's user (and agent, when set: its own plus shared ones)."""
+
+    async def list(
+        self,
+        scope: Scope,
+        *,
+        include_invalidated: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        as_of: datetime | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[Memory]:
+        """A scope's memories, newest first. ``as_of`` means: valid at that moment (overrides include_invalidated).
+        Agent and session, when set on the scope, match exactly; ``metadata`` entries match by equality."""
+
+    async def add_events(self, events: Sequence[MemoryEvent]) -> None:
+        """Append events (idempotent by event id)."""
+
+    async def list_events(self, user_id: str, *, memory_id: str | None = None) -> builtins.list[MemoryEvent]:
+        """Events of a user (optionally one memory), oldest first."""
+
+    async def delete_user(self, user_id: str) -> tuple[int, int]:
+        """Erase every memory and event of a user; return (memories, events) removed."""
+
+    async def delete_memories(self, memory_ids: Sequence[str]) -> None:
+        """Erase memories for good (hard delete)."""
+
+
+def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
+    if settings.store.kind == "edge":
+        from mnemo.store.edge import EdgeMemoryStore
+
+        return EdgeMemoryStore(settings.data_path / "qdrant-edge", settings.store.collection, identity)
+    from mnemo.store.server import QdrantServerMemoryStore
+
+    return QdrantServerMemoryStore(settings.store, identity)

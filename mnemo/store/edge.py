@@ -1,0 +1,286 @@
+"""The embedded backend: Qdrant Edge shards in the data directory, no server.
+
+EdgeShard calls are synchronous, in-process and sub-millisecond for per-user filtered
+queries, so they run directly on the event loop. Durability comes from the shard's WAL: when
+``update`` returns, the change is in the mmapped WAL (the OS page cache, no fsync), so it
+survives a crash or ``kill -9`` of the process. ``flush`` (msync + fsync, ~5 ms) is what
+guards against power loss; it would cost ~60x an upsert, so it runs on close only.
+``optimize`` (a blocking HNSW build) is never called: filtered search is fast without it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from mnemo.errors import StoreError
+from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
+from mnemo.store import payload as pl
+from mnemo.store.base import StoreIdentity
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+_PAGE = 1000
+
+
+def _keyword(is_tenant: bool = False) -> qe.KeywordIndexParams:
+    return qe.KeywordIndexParams(is_tenant=True) if is_tenant else qe.KeywordIndexParams()
+
+
+def _memory_indexes() -> dict[str, qe.PayloadSchemaParams]:
+    # No index on the `valid` bool: qdrant-edge 0.9 sends MatchValue(True) as the integer 1,
+    # which never matches a boolean, so validity is filtered through the invalid_ts range.
+    return {
+        "user_id": _keyword(is_tenant=True),
+        "agent_id": _keyword(),
+        "session_id": _keyword(),
+        "memory_id": _keyword(),
+        "created_ts": qe.FloatIndexParams(),
+        "invalid_ts": qe.FloatIndexParams(),
+    }
+
+
+def _event_indexes() -> dict[str, qe.PayloadSchemaParams]:
+    return {"user_id": _keyword(is_tenant=True), "memory_id": _keyword(), "created_ts": qe.FloatIndexParams()}
+
+
+def edge_filter(conditions: Sequence[pl.Condition]) -> qe.Filter:
+    return qe.Filter(must=[_edge_condition(condition) for condition in conditions])
+
+
+def _edge_condition(condition: pl.Condition) -> qe.FieldCondition | qe.IsNullCondition:
+    if isinstance(condition, pl.Match):
+        if isinstance(condition.value, bool):
+            raise StoreError("qdrant-edge cannot match boolean payload values")
+        return qe.FieldCondition(condition.key, match=qe.MatchValue(condition.value))
+    if isinstance(condition, pl.MatchAnyOf):
+        return qe.FieldCondition(condition.key, match=qe.MatchAny(list(condition.values)))
+    if isinstance(condition, pl.Between):
+        span = qe.RangeFloat(gte=condition.gte, gt=condition.gt, lte=condition.lte, lt=condition.lt)
+        return qe.FieldCondition(condition.key, range=span)
+    return qe.IsNullCondition(condition.key)
+
+
+@contextmanager
+def edge_errors(action: str) -> Iterator[None]:
+    """qdrant-edge raises bare ``Exception``; callers see StoreError, with the cause attached."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"qdrant-edge {action} failed: {exc}") from exc
+
+
+class EdgeMemoryStore:
+    def __init__(self, path: Path, collection: str, identity: StoreIdentity) -> None:
+        self._dir = path / collection
+        self._identity = identity
+        self._memories_shard: qe.EdgeShard | None = None
+        self._events_shard: qe.EdgeShard | None = None
+
+    async def open(self) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._check_identity()
+        dense = qe.EdgeVectorParams(size=self._identity.dimension, distance=qe.Distance.Cosine)
+        memories = self._load_shard("memories", qe.EdgeConfig(vectors={pl.DENSE_VECTOR: dense}))
+        try:
+            # Events need no vector; a constant 1-d one keeps the shard a plain point store.
+            events = self._load_shard("events", qe.EdgeConfig(vectors=qe.EdgeVectorParams(1, qe.Distance.Dot)))
+        except StoreError:
+            memories.close()
+            raise
+        self._memories_shard, self._events_shard = memories, events
+        with edge_errors("index creation"):
+            # Creating an existing index is a cheap no-op, so new indexes reach old shards on upgrade.
+            for shard, indexes in ((memories, _memory_indexes()), (events, _event_indexes())):
+                for field, schema in indexes.items():
+                    shard.update(qe.UpdateOperation.create_field_index(field, schema))
+
+    def _check_identity(self) -> None:
+        record_path = self._dir / IDENTITY_FILE
+        if record_path.exists():
+            stored = pl.identity_from_record(json.loads(record_path.read_text(encoding="utf-8")))
+            if stored is None:
+                raise StoreError(f"{record_path} is not a valid store identity record")
+            pl.check_identity(stored, self._identity, str(self._dir))
+            return
+        # Written before the shards exist, via a rename, so no shard is ever left without one.
+        tmp = record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pl.identity_record(self._identity)), encoding="utf-8")
+        os.replace(tmp, record_path)
+
+    def _load_shard(self, name: str, config: qe.EdgeConfig) -> qe.EdgeShard:
+        path = self._dir / name
+        path.mkdir(exist_ok=True)
+        try:
+            # With a config, load creates the shard in an empty directory and checks compatibility otherwise.
+            return qe.EdgeShard.load(str(path), config)
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreError(
+                    f"the memory store at {self._dir} is in use by another process "
+                    "(qdrant-edge allows one process per data directory)"
+                ) from exc
+            raise StoreError(f"cannot open qdrant-edge shard {path}: {exc}") from exc
+
+    async def close(self) -> None:
+        shards = [shard for shard in (self._memories_shard, self._events_shard) if shard is not None]
+        self._memories_shard = self._events_shard = None
+        for shard in shards:
+            with edge_errors("close"):
+                try:
+                    shard.flush()
+                finally:
+                    shard.close()
+
+    @property
+    def _memories(self) -> qe.EdgeShard:
+        if self._memories_shard is None:
+            raise StoreError("the memory store is not open")
+        return self._memories_shard
+
+    @property
+    def _events(self) -> qe.EdgeShard:
+        if self._events_shard is None:
+            raise StoreError("the memory store is not open")
+        return self._events_shard
+
+    async def ping(self) -> None:
+        with edge_errors("ping"):
+            self._memories.info()
+            self._events.info()
+
+    async def upsert(self, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
+        if len(memories) != len(vectors):
+            raise StoreError(f"upsert got {len(memories)} memories but {len(vectors)} vectors")
+        points = []
+        for memory, vector in zip(memories, vectors, strict=True):
+            pl.check_vector(vector, self._identity)
+            points.append(qe.Point(pl.point_id(memory.id), {pl.DENSE_VECTOR: list(vector)}, pl.memory_payload(memory)))
+        if points:
+            with edge_errors("upsert"):
+                self._memories.update(qe.UpdateOperation.upsert_points(points))
+
+    async def invalidate(self, memory_id: str, invalid_at: datetime, superseded_by: str | None) -> None:
+        pid = pl.point_id(memory_id)
+        with edge_errors("invalidate"):
+            # A memory erased while a job was in flight is gone for good: nothing to invalidate.
+            if not self._memories.retrieve([pid], False, False):
+                return
+            self._memories.update(
+                qe.UpdateOperation.set_payload([pid], pl.invalidation_payload(invalid_at, superseded_by))
+            )
+
+    async def get(self, memory_id: str) -> Memory | None:
+        with edge_errors("get"):
+            records = self._memories.retrieve([pl.point_id(memory_id)], True, False)
+        return pl.memory_from_payload(records[0].payload or {}) if records else None
+
+    async def search(
+        self, scope: Scope, vector: Sequence[float], *, limit: int, include_invalidated: bool = False
+    ) -> list[ScoredMemory]:
+        pl.check_vector(vector, self._identity)
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(list(vector), using=pl.DENSE_VECTOR),
+            filter=edge_filter(pl.search_conditions(scope, include_invalidated)),
+            with_payload=True,
+        )
+        with edge_errors("search"):
+            points = self._memories.query(request)
+        return [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=p.score) for p in points]
+
+    async def add_events(self, events: Sequence[MemoryEvent]) -> None:
+        points = [qe.Point(pl.point_id(event.id), [1.0], pl.event_payload(event)) for event in events]
+        if points:
+            with edge_errors("add_events"):
+                # Insert-only: a retried job re-adding an event never rewrites history.
+                self._events.update(qe.UpdateOperation.upsert_points(points, update_mode=qe.UpdateMode.InsertOnly))
+
+    async def list_events(self, user_id: str, *, memory_id: str | None = None) -> list[MemoryEvent]:
+        found = filter_scroll(self._events, edge_filter(pl.user_conditions(user_id, memory_id)))
+        return pl.sort_events([pl.event_from_payload(record.payload or {}) for record in found])
+
+    async def delete_user(self, user_id: str) -> tuple[int, int]:
+        user = edge_filter(pl.user_conditions(user_id))
+        counts = []
+        with edge_errors("delete_user"):
+            for shard in (self._memories, self._events):
+                counts.append(shard.count(qe.CountRequest(exact=True, filter=user)))
+                shard.update(qe.UpdateOperation.delete_points_by_filter(user))
+        logger.info("erased user: %d memories, %d events", counts[0], counts[1])
+        return counts[0], counts[1]
+
+    async def delete_memories(self, memory_ids: Sequence[str]) -> None:
+        if memory_ids:
+            with edge_errors("delete_memories"):
+                self._memories.update(qe.UpdateOperation.delete_points([pl.point_id(i) for i in memory_ids]))
+
+    def _newest(self, conditions: Sequence[pl.Condition], *, limit: int, offset: int) -> list[Memory]:
+        request = qe.QueryRequest(
+            limit=limit,
+            offset=offset,
+            query=qe.OrderBy("created_ts", qe.Direction.Desc),
+            filter=edge_filter(conditions),
+            with_payload=True,
+        )
+        with edge_errors("list"):
+            points = self._memories.query(request)
+        return [pl.memory_from_payload(p.payload or {}) for p in points]
+
+    def _newest_all(self, conditions: Sequence[pl.Condition]) -> Iterator[Memory]:
+        offset = 0
+        while page := self._newest(conditions, limit=_PAGE, offset=offset):
+            yield from page
+            offset += len(page)
+
+    # Kept last in the class: below this def, the name `list` means the method, not the builtin.
+    async def list(
+        self,
+        scope: Scope,
+        *,
+        include_invalidated: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        as_of: datetime | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> builtins.list[Memory]:
+        # Boolean metadata cannot be matched by qdrant-edge (see _memory_indexes); those keys are checked here.
+        flags = {key: value for key, value in (metadata or {}).items() if isinstance(value, bool)}
+        rest = {key: value for key, value in (metadata or {}).items() if key not in flags}
+        conditions = pl.list_conditions(
+            scope,
+            include_invalidated=include_invalidated,
+            as_of=as_of,
+            created_after=created_after,
+            created_before=created_before,
+            metadata=rest,
+        )
+        if not flags:
+            return self._newest(conditions, limit=limit, offset=offset)
+        matching = [m for m in self._newest_all(conditions) if all(m.metadata.get(k) is v for k, v in flags.items())]
+        return matching[offset : offset + limit]
+
+
+def filter_scroll(shard: qe.EdgeShard, where: qe.Filter) -> list[qe.Record]:
+    records: list[qe.Record] = []
+    offset: qe.PointId | None = None
+    with edge_errors("scroll"):
+        while True:
+            page, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=_PAGE, filter=where, with_payload=True))
+            records += page
+            if offset is None:
+                return records

@@ -1,0 +1,1 @@
+"""The ``mnemo`` command: runs the gateway, the worker, or both in one process."""

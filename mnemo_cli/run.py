@@ -1,0 +1,99 @@
+"""Process runners: ``up`` shares one store, one embedder and one Redis between gateway and
+worker in a single event loop; ``serve`` and ``worker`` are the halves for server mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+
+import uvicorn
+from arq.connections import RedisSettings
+
+from gateway.app import create_app
+from mnemo.config import Settings
+from mnemo.embedded_redis import EmbeddedRedis
+from mnemo.errors import ConfigError
+from mnemo.queue import redis_settings
+from mnemo.runtime import Core, open_core
+from workers.settings import build_worker
+
+logger = logging.getLogger("mnemo")
+
+
+def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings | None) -> uvicorn.Server:
+    app = create_app(settings, core=core, redis=redis)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    with contextlib.suppress(ValueError):
+        if not ipaddress.ip_address(settings.server.host).is_loopback:
+            logger.warning("listening on %s: anyone who can reach it can use this gateway", settings.server.host)
+
+
+async def run_up(settings: Settings) -> None:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedRedis | None = None
+    if settings.redis.url:
+        redis = redis_settings(settings)
+    else:
+        embedded = EmbeddedRedis(settings.data_path)
+        await embedded.start()
+        redis = redis_settings(settings, str(embedded.socket_path))
+    try:
+        core = await open_core(settings)
+        try:
+            await serve_with_worker(settings, core, redis)
+        finally:
+            await core.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def serve_with_worker(settings: Settings, core: Core, redis: RedisSettings) -> None:
+    worker = build_worker(settings, redis, core=core)
+    worker_task = asyncio.create_task(worker.async_run(), name="mnemo-worker")
+    server = uvicorn_server(settings, core, redis)
+    warn_if_exposed(settings)
+    logger.info("mnemo up: gateway on http://%s:%d, worker in-process", settings.server.host, settings.server.port)
+    try:
+        await server.serve()
+    finally:
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+        await worker.close()
+
+
+async def run_serve(settings: Settings) -> None:
+    if settings.store.kind == "edge":
+        logger.warning(
+            "mnemo serve with the embedded store: run no separate worker on the same data dir (use mnemo up)"
+        )
+    warn_if_exposed(settings)
+    await uvicorn_server(settings, None, None).serve()
+
+
+async def run_worker(settings: Settings) -> None:
+    if settings.store.kind == "edge":
+        raise ConfigError(
+            "mnemo worker needs store.kind=qdrant: the embedded store belongs to one process (use mnemo up)"
+        )
+    if not settings.redis.url:
+        raise ConfigError("mnemo worker needs redis.url (the embedded Redis only exists inside mnemo up)")
+    worker = build_worker(settings, redis_settings(settings))
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()

@@ -1,0 +1,201 @@
+"""A scripted OpenAI-compatible upstream for tests: deterministic replies, deterministic JSON
+for extraction and decision prompts, scripted failures, and a record of every request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mnemo.prompts import DECISION_TASK_MARKER, EXTRACTION_TASK_MARKER
+
+Decide = Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+@dataclass
+class Failure:
+    """What to do instead of answering normally: a status, a cut or malformed stream, a hang."""
+
+    status: int | None = None
+    cut_after_chunks: int | None = None
+    malformed: bool = False
+    delay_s: float = 0.0
+    body: str | None = None
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def system_prompt(self) -> str:
+        first = self.body.get("messages", [{}])[0]
+        content = first.get("content") if first.get("role") == "system" else ""
+        return content if isinstance(content, str) else json.dumps(content)
+
+    @property
+    def task(self) -> str:
+        prompt = self.system_prompt
+        if EXTRACTION_TASK_MARKER in prompt:
+            return "extract"
+        if DECISION_TASK_MARKER in prompt:
+            return "decide"
+        return "chat"
+
+
+def clause_facts(user_text: str) -> list[str]:
+    """Deterministic 'extraction': each clause the user states about themselves."""
+    clauses = re.split(r"\s*(?:,|\.|;| and )\s*", user_text)
+    return [c.strip() for c in clauses if re.match(r"(?i)^(i|my|i'm|i've)\b", c.strip())]
+
+
+def keep_new(facts: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    known = {m["text"].lower(): m["id"] for m in existing}
+    decisions = []
+    for fact in facts:
+        if fact["text"].lower() in known:
+            decisions.append(
+                {"fact": fact["index"], "action": "NONE", "id": known[fact["text"].lower()], "reason": "known"}
+            )
+        else:
+            decisions.append({"fact": fact["index"], "action": "ADD", "text": fact["text"], "reason": "new"})
+    return decisions
+
+
+@dataclass
+class ScriptedUpstream:
+    chunks: int = 4
+    chunk_delay_s: float = 0.0
+    first_chunk_delay_s: float = 0.0
+    decide: Decide = keep_new
+    extract: Callable[[str], list[str]] = clause_facts
+    requests: list[Recorded] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    malformed_llm_answers: int = 0
+    open_streams: int = 0
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.failures.clear()
+        self.decide = keep_new
+        self.extract = clause_facts
+        self.malformed_llm_answers = 0
+        self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
+
+    def of_task(self, task: str) -> list[Recorded]:
+        return [r for r in self.requests if r.task == task]
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+            ]
+        )
+
+    async def models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        recorded = Recorded(request.url.path, dict(request.headers), body)
+        self.requests.append(recorded)
+        failure = self.failures.pop(0) if self.failures and recorded.task == "chat" else None
+        if failure and failure.delay_s:
+            await asyncio.sleep(failure.delay_s)
+        if failure and failure.status:
+            error = failure.body or json.dumps({"error": {"message": f"scripted {failure.status}", "type": "scripted"}})
+            return Response(error, status_code=failure.status, media_type="application/json")
+        if recorded.task != "chat":
+            return self.json_answer(recorded)
+        text = self.reply_for(body)
+        if body.get("stream"):
+            return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream")
+        return JSONResponse(completion(body, text))
+
+    def reply_for(self, body: dict[str, Any]) -> str:
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        last = users[-1].get("content") if users else ""
+        if isinstance(last, list):
+            last = " ".join(p.get("text", "") for p in last if isinstance(p, dict))
+        return f"Echo: {last}"
+
+    def json_answer(self, recorded: Recorded) -> JSONResponse:
+        if self.malformed_llm_answers > 0:
+            self.malformed_llm_answers -= 1
+            return JSONResponse(completion(recorded.body, "this is not json"))
+        user = recorded.body["messages"][-1]["content"]
+        if recorded.task == "extract":
+            lines = re.findall(r'^user: (".*")$', user, flags=re.MULTILINE)
+            latest = json.loads(lines[-1]) if lines else ""
+            answer: dict[str, Any] = {"facts": self.extract(latest)}
+        else:
+            data = json.loads(user)
+            answer = {"decisions": self.decide(data["new_facts"], data["existing_memories"])}
+        return JSONResponse(completion(recorded.body, json.dumps(answer), prompt_tokens=len(user) // 4))
+
+    async def stream(self, body: dict[str, Any], text: str, failure: Failure | None) -> AsyncIterator[bytes]:
+        self.open_streams += 1
+        try:
+            if self.first_chunk_delay_s:
+                await asyncio.sleep(self.first_chunk_delay_s)
+            pieces = split(text, self.chunks)
+            for index, piece in enumerate(pieces):
+                if failure and failure.cut_after_chunks is not None and index == failure.cut_after_chunks:
+                    raise ConnectionResetError("scripted cut")  # uvicorn drops the connection mid-body
+                if failure and failure.malformed and index == 1:
+                    yield b"data: {not json\n\n"
+                yield sse(chunk(body, {"content": piece}, None))
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+            yield sse(chunk(body, {}, "stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield sse({**chunk(body, {}, None), "choices": [], "usage": usage(10, len(pieces))})
+            yield b"data: [DONE]\n\n"
+        finally:
+            self.open_streams -= 1
+
+
+def split(text: str, parts: int) -> list[str]:
+    size = max(1, -(-len(text) // max(1, parts)))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def usage(prompt: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "scripted"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def completion(body: dict[str, Any], text: str, prompt_tokens: int = 10) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "scripted"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage(prompt_tokens, max(1, len(text) // 4)),
+    }

@@ -1,0 +1,1 @@
+"""Mnemo's arq worker: turns recorded exchanges into memories."""
