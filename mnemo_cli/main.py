@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # arq logs each job's arguments (message text) and httpx each request at INFO: keep bodies out of logs.
+    for noisy in ("arq.worker", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "config":
             settings = load_settings(Path(args.path))

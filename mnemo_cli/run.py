@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from types import FrameType
 
 import uvicorn
 from arq.connections import RedisSettings
@@ -22,6 +23,16 @@ from workers.settings import build_worker
 logger = logging.getLogger("mnemo")
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would kill the process
+    before the worker, the store and the embedded Redis are closed. Mnemo finishes its own
+    shutdown instead and exits 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings | None) -> uvicorn.Server:
     app = create_app(settings, core=core, redis=redis)
     config = uvicorn.Config(
@@ -32,7 +43,7 @@ def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings |
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    return uvicorn.Server(config)
+    return GatewayServer(config)
 
 
 def warn_if_exposed(settings: Settings) -> None:
