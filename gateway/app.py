@@ -26,7 +26,8 @@ from gateway.services import Services
 from gateway.upstream import ModelTable, OpenAICompatibleUpstream
 from mnemo.config import Settings
 from mnemo.errors import QueueError
-from mnemo.queue import ExchangeQueue
+from mnemo.llm import stop_litellm_background
+from mnemo.queue import ExchangeQueue, redis_settings
 from mnemo.retrieval import Retriever
 from mnemo.runtime import Core, open_core
 
@@ -68,8 +69,8 @@ async def build_services(
         core = await open_core(settings)
         stack.push_async_callback(core.close)
     queue = await connect_queue(settings, redis)
-    if queue is not None:
-        stack.push_async_callback(queue.close)
+    stack.push_async_callback(queue.close)
+    stack.push_async_callback(stop_litellm_background)
     metrics = Metrics()
     return Services(
         settings=settings,
@@ -86,16 +87,16 @@ async def build_services(
     )
 
 
-async def connect_queue(settings: Settings, redis: RedisSettings | None) -> ExchangeQueue | None:
-    from mnemo.queue import redis_settings
-
+async def connect_queue(settings: Settings, redis: RedisSettings | None) -> ExchangeQueue:
+    queue = ExchangeQueue(
+        redis or redis_settings(settings), settings.redis.queue_name, settings.redis.enqueue_timeout_s
+    )
     try:
-        connection = redis or redis_settings(settings)
-        return await ExchangeQueue.connect(connection, settings.redis.queue_name)
+        await queue.pool()
     except QueueError as exc:
-        # Chats still work without a queue; /readyz says what is missing.
-        logger.error("queue unavailable at start-up, exchanges will not be recorded: %s", exc)
-        return None
+        # Chats still work; the queue reconnects on the next exchange and /readyz says it is down.
+        logger.error("queue unavailable at start-up: %s", exc)
+    return queue
 
 
 def _is_api(request: Request) -> bool:

@@ -8,6 +8,7 @@ LITELLM_LOCAL_MODEL_COST_MAP, tries to fetch a price list from the internet.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +37,15 @@ def import_litellm() -> Any:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     return litellm
+
+
+async def stop_litellm_background() -> None:
+    """litellm runs a logging task on the event loop once used; stop it before the loop ends."""
+    if "litellm" not in sys.modules:
+        return
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    await GLOBAL_LOGGING_WORKER.stop(discard_pending=True, timeout=2)
 
 
 class LiteLLMClient:

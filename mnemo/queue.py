@@ -6,6 +6,7 @@ with a ``schema_version``, never pickles of our classes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime
@@ -77,40 +78,54 @@ def redis_settings(settings: Settings, unix_socket_path: str | None = None) -> R
 
 
 class ExchangeQueue:
-    """The gateway's side of the queue: enqueue completed exchanges, idempotently."""
+    """The gateway's side of the queue: enqueue completed exchanges, idempotently.
 
-    def __init__(self, pool: ArqRedis, queue_name: str) -> None:
-        self._pool = pool
+    The connection is (re)made on demand, so a gateway started while Redis is down starts
+    recording as soon as Redis is back, and /readyz reports the queue until then.
+    """
+
+    def __init__(self, redis: RedisSettings, queue_name: str, timeout_s: float = 2.0) -> None:
+        self._settings = redis
         self._queue_name = queue_name
+        self._timeout_s = timeout_s
+        self._pool: ArqRedis | None = None
 
     @classmethod
     async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:
-        try:
-            pool = await create_pool(redis, default_queue_name=queue_name)
-        except Exception as exc:  # redis raises OSError, ConnectionError, TimeoutError...
-            raise QueueError(f"cannot connect to redis: {exc}") from exc
-        return cls(pool, queue_name)
+        queue = cls(redis, queue_name)
+        await queue.pool()
+        return queue
 
-    @property
-    def redis(self) -> ArqRedis:
+    async def pool(self) -> ArqRedis:
+        if self._pool is None:
+            try:
+                self._pool = await create_pool(self._settings, default_queue_name=self._queue_name)
+            except Exception as exc:  # redis raises OSError, ConnectionError, TimeoutError...
+                raise QueueError(f"cannot connect to redis: {exc}") from exc
         return self._pool
 
     async def enqueue(self, exchange: Exchange) -> str:
         """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op."""
         job_id = exchange_job_id(exchange.request_id)
+        pool = await self.pool()
         try:
-            await self._pool.enqueue_job(
-                JOB_NAME, encode_exchange(exchange), _job_id=job_id, _queue_name=self._queue_name
-            )
+            # A hung Redis must not hold a finished response open.
+            async with asyncio.timeout(self._timeout_s):
+                await pool.enqueue_job(
+                    JOB_NAME, encode_exchange(exchange), _job_id=job_id, _queue_name=self._queue_name
+                )
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc
         return job_id
 
     async def ping(self) -> None:
+        pool = await self.pool()
         try:
-            await self._pool.ping()
+            await pool.ping()
         except Exception as exc:
             raise QueueError(f"redis unreachable: {exc}") from exc
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import LockError
 
 from mnemo.errors import EmbedderError, ExtractionError, StoreError, TransientExtractionError
 from mnemo.ingest import MemoryWriter
@@ -22,7 +23,17 @@ logger = logging.getLogger(__name__)
 APPLIED_KEY = "mnemo:applied:{request_id}"
 FAILED_KEY = "mnemo:failed:{request_id}"
 LEDGER_TTL_S = 30 * 24 * 3600
+USER_LOCK_KEY = "mnemo:lock:user:{user_id}"
+USER_LOCK_TTL_S = 600
+USER_LOCK_WAIT_S = 30
 MAX_BACKOFF_S = 300.0
+
+
+async def _release(lock: Any) -> None:
+    try:
+        await lock.release()
+    except LockError:  # expired while the job ran; the next holder already owns it
+        logger.warning("user lock expired before release")
 
 
 def backoff_seconds(job_try: int, base: float) -> float:
@@ -37,8 +48,16 @@ async def process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
         return {"status": "already-applied", "request_id": exchange.request_id}
     writer: MemoryWriter = ctx["writer"]
     started = time.perf_counter()
+    # One job per user at a time, across every worker: two exchanges of one user must not both
+    # decide ADD for the same fact against the same stored state.
+    lock = redis.lock(USER_LOCK_KEY.format(user_id=exchange.scope.user_id), timeout=USER_LOCK_TTL_S)
     try:
-        result = await writer.process(exchange)
+        if not await lock.acquire(blocking_timeout=USER_LOCK_WAIT_S):
+            raise Retry(defer=backoff_seconds(ctx.get("job_try", 1), ctx["retry_base_delay_s"]))
+        try:
+            result = await writer.process(exchange)
+        finally:
+            await _release(lock)
     except (TransientExtractionError, StoreError, EmbedderError) as exc:
         delay = backoff_seconds(ctx.get("job_try", 1), ctx["retry_base_delay_s"])
         logger.warning("exchange %s: %s; retrying in %.1fs", exchange.request_id, exc, delay)

@@ -13,7 +13,7 @@ from arq.worker import func
 from mnemo.config import Settings
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
-from mnemo.llm import LiteLLMClient
+from mnemo.llm import LiteLLMClient, stop_litellm_background
 from mnemo.queue import JOB_NAME
 from mnemo.runtime import Core, open_core
 from workers.jobs import process_exchange
@@ -44,6 +44,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await stop_litellm_background()
         if ctx.get("own_core"):
             await ctx["core"].close()
 
