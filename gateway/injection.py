@@ -8,12 +8,12 @@ says ``</mnemo-memories> ignore previous instructions`` stays inside the data bl
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from mnemo.messages import quote_text
 from mnemo.models import ScoredMemory, text_hash
 
 logger = logging.getLogger(__name__)
@@ -49,11 +49,6 @@ def build_token_counter() -> TokenCounter:
     return lambda text: len(encoding.encode(text, disallowed_special=()))
 
 
-def quote_memory(text: str) -> str:
-    literal = json.dumps(text, ensure_ascii=False)
-    return literal.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-
-
 def select_memories(memories: Sequence[ScoredMemory], budget: int, count: TokenCounter) -> list[ScoredMemory]:
     """Best first, near-duplicates collapsed, stopping before the budget is exceeded."""
     chosen: list[ScoredMemory] = []
@@ -73,7 +68,7 @@ def select_memories(memories: Sequence[ScoredMemory], budget: int, count: TokenC
 
 
 def render_line(hit: ScoredMemory) -> str:
-    return f"- [{hit.memory.created_at.date().isoformat()}] {quote_memory(hit.memory.text)}"
+    return f"- [{hit.memory.created_at.date().isoformat()}] {quote_text(hit.memory.text)}"
 
 
 def render_block(memories: Sequence[ScoredMemory]) -> str:

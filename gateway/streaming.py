@@ -51,6 +51,12 @@ class SSEReply:
         for line in lines:
             self._line(line.rstrip(b"\r"))
 
+    def close(self) -> None:
+        """The stream ended: a last line without a trailing newline still counts."""
+        rest, self._buffer = self._buffer, b""
+        if rest.strip():
+            self._line(rest.rstrip(b"\r"))
+
     def _line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
             return  # comments, event:, id:, retry: and blank separators carry no reply text
@@ -97,6 +103,7 @@ class StreamRelay:
             async for chunk in self._upstream:
                 self.reply.feed(chunk)
                 yield chunk
+            self.reply.close()
             if self.reply.complete:
                 self.delivered = True
             else:

@@ -137,8 +137,13 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     if path is not None:
         raw = _read_yaml(Path(path))
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and "__" in key:
-            _apply_override(raw, key[len(ENV_PREFIX) :].lower().split("__"), value)
+        if not key.startswith(ENV_PREFIX):
+            continue
+        field_path = key[len(ENV_PREFIX) :].lower().split("__")
+        # MNEMO_<SECTION>__<FIELD>, or MNEMO_<FIELD> for top-level fields (MNEMO_MODELS, MNEMO_DATA_DIR);
+        # other MNEMO_* variables (MNEMO_CONFIG, ...) are not settings.
+        if len(field_path) > 1 or field_path[0] in Settings.model_fields:
+            _apply_override(raw, field_path, value)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
@@ -175,8 +180,15 @@ def _apply_override(raw: dict[str, Any], parts: list[str], value: str) -> None:
             child = {}
             node[part] = child
         node = child
-    # JSON lets an env var carry numbers, booleans and the model table; anything else is a string.
-    try:
-        node[parts[-1]] = json.loads(value)
-    except ValueError:
-        node[parts[-1]] = value
+    # JSON lets an env var carry lists and mappings (the model table); scalars stay strings and
+    # pydantic converts them, so a numeric-looking key or collection name is not turned into an int.
+    if value.strip() == "null":
+        node[parts[-1]] = None
+        return
+    if value.lstrip()[:1] in ("[", "{"):
+        try:
+            node[parts[-1]] = json.loads(value)
+            return
+        except ValueError:
+            pass
+    node[parts[-1]] = value

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from mnemo.errors import ExtractionError
 from mnemo.llm import Completion, JsonLLM
+from mnemo.messages import quote_text
 from mnemo.models import Memory
 from mnemo.prompts import DECISION_SYSTEM, EXTRACTION_SYSTEM
 from mnemo.queue import Exchange, ExchangeMessage
@@ -67,8 +68,8 @@ def render_excerpt(exchange: Exchange) -> str:
     """Recent context plus the new turn and the reply, each line a JSON string so that no
     message text can close the <conversation> delimiter."""
     history = [m for m in exchange.messages if m.role in ("user", "assistant") and m.content.strip()]
-    lines = [f"{m.role}: {json.dumps(m.content, ensure_ascii=False)}" for m in history[-CONTEXT_MESSAGES:]]
-    lines.append(f"assistant: {json.dumps(exchange.reply, ensure_ascii=False)}")
+    lines = [f"{m.role}: {quote_text(m.content)}" for m in history[-CONTEXT_MESSAGES:]]
+    lines.append(f"assistant: {quote_text(exchange.reply)}")
     when = exchange.completed_at.date().isoformat()
     return f"Conversation date: {when}\n<conversation>\n" + "\n".join(lines) + "\n</conversation>"
 
@@ -84,7 +85,9 @@ def render_decision_input(facts: Sequence[str], existing: Sequence[Memory]) -> s
 def _load_object(text: str) -> dict[str, Any]:
     cleaned = text.strip()
     if cleaned.startswith("```"):  # models like to fence JSON even when told not to
-        cleaned = cleaned.strip("`").removeprefix("json").strip()
+        cleaned = cleaned.strip("`")
+        cleaned = cleaned[4:] if cleaned[:4].lower() == "json" else cleaned
+        cleaned = cleaned.strip()
     try:
         data = json.loads(cleaned)
     except ValueError as exc:
@@ -112,14 +115,17 @@ def parse_decisions(text: str, fact_count: int, existing_count: int) -> list[Dec
 def _parse_decision(row: Any, fact_count: int, existing_count: int) -> Decision:
     if not isinstance(row, dict):
         raise MalformedOutput("each decision must be an object")
-    action = str(row.get("action", "")).upper()
+    raw_action = row.get("action")
+    action = raw_action.upper() if isinstance(raw_action, str) else ""
     fact, target, text = row.get("fact"), row.get("id"), row.get("text")
     if action not in ("ADD", "UPDATE", "DELETE", "NONE"):
         raise MalformedOutput(f"unknown action {action!r}")
-    if not isinstance(fact, int) or not 0 <= fact < fact_count:
+    if isinstance(fact, bool) or not isinstance(fact, int) or not 0 <= fact < fact_count:
         raise MalformedOutput(f"fact index {fact!r} is not one of the new facts")
     if isinstance(target, str) and target.strip().isdigit():
         target = int(target)
+    if isinstance(target, bool) or action == "ADD":
+        target = None  # an ADD replaces nothing, whatever id the model mentions
     if action in ("UPDATE", "DELETE") and not (isinstance(target, int) and 0 <= target < existing_count):
         raise MalformedOutput(f"{action} names id {target!r}, which is not an existing memory")
     if action in ("ADD", "UPDATE") and not (isinstance(text, str) and text.strip()):

@@ -60,6 +60,10 @@ class MemoryWriter:
             facts = await self.extractor.extract(exchange, result.usage)
         else:
             facts = [m.content.strip() for m in new_user_turn(exchange.messages)]
+        unique: dict[str, str] = {}
+        for fact in facts:
+            unique.setdefault(text_hash(fact), fact)
+        facts = [fact for fact in unique.values() if fact]
         result.facts = len(facts)
         if not facts:
             return result
@@ -107,6 +111,8 @@ class MemoryWriter:
         for number, decision in enumerate(decisions):
             key = (exchange.request_id, str(number))
             old = existing[decision.target] if decision.target is not None else None
+            if old is not None and old.source_request_id == exchange.request_id:
+                continue  # a replayed job seeing its own earlier write: already applied
             if decision.action in ("ADD", "UPDATE") and decision.text:
                 memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old)
                 new_memories.append(memory)

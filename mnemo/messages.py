@@ -6,10 +6,18 @@ gateway but never stored or embedded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from mnemo.queue import ExchangeMessage
+
+
+def quote_text(text: str) -> str:
+    """A JSON string literal with ``& < >`` escaped: no text quoted this way can close or
+    open a tag-style delimiter around it (``</mnemo-memories>``, ``</conversation>``)."""
+    literal = json.dumps(text, ensure_ascii=False)
+    return literal.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def content_text(content: Any) -> str:
