@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,6 +21,7 @@ from gateway.chat import chat_completions
 from gateway.errors import GatewayError
 from gateway.health import healthz, list_models, readyz
 from gateway.injection import build_token_counter
+from gateway.memory_routes import memory_routes
 from gateway.metrics import Metrics, metrics_endpoint
 from gateway.providers import LiteLLMUpstream
 from gateway.recorder import ExchangeRecorder
@@ -27,6 +30,7 @@ from gateway.upstream import ModelTable, OpenAICompatibleUpstream
 from mnemo.config import Settings
 from mnemo.errors import QueueError
 from mnemo.llm import stop_litellm_background
+from mnemo.outbox import Outbox
 from mnemo.queue import ExchangeQueue, redis_settings
 from mnemo.retrieval import Retriever
 from mnemo.runtime import Core, open_core
@@ -54,6 +58,7 @@ def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSett
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *memory_routes(),
     ]
     handlers = {HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
@@ -72,6 +77,7 @@ async def build_services(
     stack.push_async_callback(queue.close)
     stack.push_async_callback(stop_litellm_background)
     metrics = Metrics()
+    recorder = await start_recorder(settings, stack, queue, metrics)
     return Services(
         settings=settings,
         http=http,
@@ -81,10 +87,30 @@ async def build_services(
         core=core,
         retriever=Retriever(core.embedder, core.store),
         queue=queue,
-        recorder=ExchangeRecorder(queue, metrics),
+        recorder=recorder,
         metrics=metrics,
         count_tokens=build_token_counter(),
     )
+
+
+async def start_recorder(
+    settings: Settings, stack: AsyncExitStack, queue: ExchangeQueue, metrics: Metrics
+) -> ExchangeRecorder:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(settings.data_path / "outbox.sqlite3", settings.redis.outbox_max_items)
+    stack.callback(outbox.close)
+    if len(outbox):
+        logger.warning("outbox holds %d exchanges from an earlier run; delivering them", len(outbox))
+    recorder = ExchangeRecorder(queue, outbox, metrics)
+    flusher = asyncio.create_task(recorder.run_flusher(), name="mnemo-outbox-flusher")
+
+    async def stop_flusher() -> None:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+
+    stack.push_async_callback(stop_flusher)
+    return recorder
 
 
 async def connect_queue(settings: Settings, redis: RedisSettings | None) -> ExchangeQueue:

@@ -1,4 +1,5 @@
-"""Recording completed exchanges: build the queue payload and enqueue it.
+"""Recording completed exchanges: enqueue them, or keep them in the durable outbox while
+Redis is unreachable, and deliver the outbox in order once it is back.
 
 Called by the non-streaming handler after the reply is read, and by the stream relay's
 ``finally`` once the whole stream reached the client: never via Starlette's BackgroundTask,
@@ -7,6 +8,8 @@ which is skipped when a streaming client disconnects.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -16,15 +19,21 @@ from gateway.metrics import Metrics
 from mnemo.errors import QueueError
 from mnemo.messages import to_exchange_messages
 from mnemo.models import utcnow
-from mnemo.queue import Exchange, ExchangeQueue
+from mnemo.outbox import Outbox
+from mnemo.queue import Exchange, ExchangeQueue, decode_exchange, encode_exchange, exchange_job_id
 
 logger = logging.getLogger(__name__)
 
+FLUSH_INTERVAL_S = 0.5
+MAX_FLUSH_INTERVAL_S = 10.0
+
 
 class ExchangeRecorder:
-    def __init__(self, queue: ExchangeQueue | None, metrics: Metrics) -> None:
-        self._queue = queue
+    def __init__(self, queue: ExchangeQueue, outbox: Outbox, metrics: Metrics) -> None:
+        self.queue = queue
+        self.outbox = outbox
         self._metrics = metrics
+        self._wake = asyncio.Event()
 
     async def record(
         self, context: MemoryContext, model: str, messages: list[dict[str, Any]], reply: str, started_at: datetime
@@ -41,14 +50,52 @@ class ExchangeRecorder:
             completed_at=utcnow(),
             extraction_mode=context.extraction_mode,
         )
-        if self._queue is None:
-            self._metrics.inc("mnemo_enqueue_failures_total")
-            logger.error("no queue configured; exchange %s not recorded", context.request_id)
-            return
-        try:
-            await self._queue.enqueue(exchange)
-        except QueueError as exc:
-            self._metrics.inc("mnemo_enqueue_failures_total")
-            logger.error("could not enqueue exchange %s: %s", context.request_id, exc)
-            return
-        self._metrics.inc("mnemo_exchanges_enqueued_total")
+        await self.deliver(exchange)
+
+    async def deliver(self, exchange: Exchange) -> None:
+        # While anything waits in the outbox, newer exchanges queue behind it to keep their order.
+        if len(self.outbox) == 0:
+            try:
+                await self.queue.enqueue(exchange)
+            except QueueError as exc:
+                logger.warning("queue unavailable, keeping exchange %s in the outbox: %s", exchange.request_id, exc)
+            else:
+                self._metrics.inc("mnemo_exchanges_enqueued_total")
+                return
+        self.keep(exchange)
+
+    def keep(self, exchange: Exchange) -> None:
+        job_id = exchange_job_id(exchange.request_id)
+        if self.outbox.put(job_id, exchange.scope.user_id, encode_exchange(exchange)):
+            self._metrics.inc("mnemo_outbox_writes_total")
+            self._wake.set()
+        else:
+            self._metrics.inc("mnemo_enqueue_failures_total", reason="outbox_full")
+            logger.error("outbox full (%d exchanges): exchange %s dropped", self.outbox.max_items, exchange.request_id)
+
+    async def flush(self) -> bool:
+        """Deliver the outbox oldest first; False when the queue refused (try again later)."""
+        while items := self.outbox.oldest(100):
+            for item in items:
+                try:
+                    await self.queue.enqueue(decode_exchange(item.payload))
+                except QueueError:
+                    return False
+                self.outbox.remove(item.row)
+                self._metrics.inc("mnemo_exchanges_enqueued_total")
+        return True
+
+    async def run_flusher(self) -> None:
+        """Background task of the gateway's lifespan: retries the outbox with backoff."""
+        interval = FLUSH_INTERVAL_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            if len(self.outbox) == 0:
+                interval = FLUSH_INTERVAL_S
+                continue
+            delivered = await self.flush()
+            interval = FLUSH_INTERVAL_S if delivered else min(interval * 2, MAX_FLUSH_INTERVAL_S)
+            if delivered:
+                logger.info("outbox delivered to the queue")

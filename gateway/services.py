@@ -26,7 +26,7 @@ class Services:
     litellm_upstream: LiteLLMUpstream
     core: Core
     retriever: Retriever
-    queue: ExchangeQueue | None
+    queue: ExchangeQueue
     recorder: ExchangeRecorder
     metrics: Metrics
     count_tokens: TokenCounter

