@@ -71,14 +71,18 @@ class EmbeddedRedis:
     def pid_file(self) -> Path:
         return self.directory / "redis.pid"
 
-    async def _stop_orphan(self) -> None:
-        """A server left by a killed ``mnemo up`` must not share the append-only file with ours."""
+    def _orphan_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except (OSError, ValueError):
-            return
-        if "redis-server" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return None
+        return pid if "redis-server" in command else None
+
+    async def _stop_orphan(self) -> None:
+        """A server left by a killed ``mnemo up`` must not share the append-only file with ours."""
+        pid = self._orphan_pid()
+        if pid is None:
             return
         logger.warning("stopping embedded redis %d left by an earlier run", pid)
         os.kill(pid, signal.SIGTERM)
