@@ -13,10 +13,12 @@ import httpx
 from arq.connections import RedisSettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.access import KeyAuth, check_exposure
 from gateway.chat import chat_completions
 from gateway.errors import GatewayError
 from gateway.health import healthz, list_models, readyz
@@ -25,6 +27,7 @@ from gateway.memory_routes import memory_routes
 from gateway.metrics import Metrics, metrics_endpoint
 from gateway.providers import LiteLLMUpstream
 from gateway.recorder import ExchangeRecorder
+from gateway.request_metrics import RequestMetrics
 from gateway.services import Services
 from gateway.upstream import ModelTable, OpenAICompatibleUpstream
 from mnemo.config import Settings
@@ -45,6 +48,7 @@ class State(TypedDict):
 def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSettings | None = None) -> Starlette:
     """Build the gateway. ``core`` and ``redis`` are passed in by ``mnemo up``, which shares
     them with the worker; on its own the gateway opens its own."""
+    check_exposure(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -61,7 +65,8 @@ def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSett
         *memory_routes(),
     ]
     handlers = {HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    middleware = [Middleware(RequestMetrics), Middleware(KeyAuth, auth=settings.auth)]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
 
 
 async def build_services(
@@ -131,11 +136,12 @@ def _is_api(request: Request) -> bool:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers) if exc.headers else None  # e.g. the Allow header of a 405
     if _is_api(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return GatewayError(exc.status_code, str(exc.detail), type=kind, code=code).response()
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return GatewayError(exc.status_code, str(exc.detail), type=kind, code=code).response(headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def gateway_error(request: Request, exc: Exception) -> Response:

@@ -13,12 +13,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway.access import access_of, scoped_context
 from gateway.body import read_json_object
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import MemoryContext, read_memory_context
 from gateway.injection import inject, render_block, select_memories
+from gateway.request_log import note_task
+from gateway.request_metrics import mark_chat
 from gateway.services import Services
 from gateway.streaming import StreamRelay
+from mnemo.logs import request_id_var
 from mnemo.messages import build_query, content_text
 from mnemo.models import ScoredMemory, utcnow
 
@@ -57,7 +61,9 @@ async def find_memories(services: Services, context: MemoryContext, messages: li
     )
     if retrieval.failure:
         services.metrics.inc("mnemo_retrieval_fail_open_total", reason=retrieval.failure)
-    return select_memories(retrieval.memories, memory.token_budget, services.count_tokens)
+    selected = select_memories(retrieval.memories, memory.token_budget, services.count_tokens)
+    services.metrics.observe_retrieval(retrieval.elapsed_ms, len(selected))
+    return selected
 
 
 def mnemo_headers(context: MemoryContext, memories: list[ScoredMemory]) -> dict[str, str]:
@@ -75,11 +81,15 @@ async def chat_completions(request: Request) -> Response:
         body = await read_json_object(request, services.settings.server.max_body_bytes)
         validate_chat_body(body)
         context = read_memory_context(request.headers, body, services.settings.memory.default_mode)
+        context = scoped_context(context, access_of(request))
+        request_id_var.set(context.request_id)
         route = services.models.resolve(body["model"])
+        mark_chat(request, services.models, body["model"], body.get("stream") is True)
         messages: list[Any] = body["messages"]
         memories = await find_memories(services, context, messages)
         forwarded = {**body, "messages": inject(messages, render_block(memories))} if memories else body
         headers = mnemo_headers(context, memories)
+        noted = note_task(services, context, memories)
         upstream = services.upstream_for(route)
 
         async def record(reply: str) -> None:
@@ -88,7 +98,9 @@ async def chat_completions(request: Request) -> Response:
         if body.get("stream") is True:
             stream = await upstream.stream(route, forwarded, request.headers)
             relay = StreamRelay(stream, record)
-            return StreamingResponse(relay, media_type="text/event-stream", headers={**headers, **STREAM_HEADERS})
+            return StreamingResponse(
+                relay, media_type="text/event-stream", headers={**headers, **STREAM_HEADERS}, background=noted
+            )
         content = await upstream.complete(route, forwarded, request.headers)
     except GatewayError as exc:
         services.metrics.inc("mnemo_chat_errors_total", status=str(exc.status))
@@ -96,7 +108,7 @@ async def chat_completions(request: Request) -> Response:
     reply = reply_text(content)
     if reply is not None:
         await record(reply)
-    return Response(content, media_type="application/json", headers=headers)
+    return Response(content, media_type="application/json", headers=headers, background=noted)
 
 
 def reply_text(content: bytes) -> str | None:

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from gateway.services import Services
 
 READY_TIMEOUT_S = 2.0
+READY_PROBE_TEXTS = ["mnemo readiness probe", "ok"]
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -25,9 +26,9 @@ async def _check(name: str, probe: object) -> tuple[str, str]:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready only when the store and the queue answer; the body says which one does not."""
+    """Ready only when the store, the embedder and the queue answer; the body says which one does not."""
     services: Services = request.state.services
-    checks = [_check("store", services.core.store.ping())]
+    checks = [_check("store", services.core.store.ping()), _check("embedder", _embed_probe(services))]
     if services.queue is not None:
         checks.append(_check("queue", services.queue.ping()))
     else:
@@ -37,6 +38,11 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "degraded", "checks": results}, status_code=200 if ready else 503
     )
+
+
+async def _embed_probe(services: Services) -> None:
+    # Two texts: a single one may be answered from the query cache without running the model.
+    await services.core.embedder.embed(READY_PROBE_TEXTS)
 
 
 async def _missing_queue() -> None:

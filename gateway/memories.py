@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.access import access_of
 from gateway.memory_params import (
     body_int,
     body_number,
@@ -21,9 +22,9 @@ from gateway.memory_params import (
     parse_page,
     parse_time,
     read_body,
-    required_id,
     scored_json,
     services_of,
+    user_id_of,
 )
 from gateway.services import Services
 from mnemo.models import Memory, MemoryEvent, Scope
@@ -35,7 +36,7 @@ MAX_SEARCH_LIMIT = 100
 def query_scope(request: Request) -> Scope:
     query = request.query_params
     return Scope(
-        user_id=required_id(query, "user_id"),
+        user_id=user_id_of(request, query),
         agent_id=optional_id(query, "agent_id"),
         session_id=optional_id(query, "session_id"),
     )
@@ -62,25 +63,28 @@ async def list_memories(request: Request) -> JSONResponse:
             created_before=before,
             metadata=filters,
         )
-    return JSONResponse(list_json([memory_json(m) for m in memories], limit=limit, offset=offset))
+    access = access_of(request)
+    return JSONResponse(list_json([memory_json(m, access) for m in memories], limit=limit, offset=offset))
 
 
 async def get_memory(request: Request) -> JSONResponse:
-    memory = await load_memory(services_of(request), request.path_params["memory_id"])
-    return JSONResponse(memory_json(memory))
+    access = access_of(request)
+    memory = await load_memory(services_of(request), request.path_params["memory_id"], access)
+    return JSONResponse(memory_json(memory, access))
 
 
 async def search_memories(request: Request) -> JSONResponse:
     services = services_of(request)
     body = await read_body(request)
     query = body_text(body, "query", required=True) or ""
-    scope = Scope(user_id=required_id(body, "user_id"), agent_id=optional_id(body, "agent_id"))
+    scope = Scope(user_id=user_id_of(request, body), agent_id=optional_id(body, "agent_id"))
     settings = services.settings.memory
     limit = body_int(body, "limit", settings.top_k, 1, MAX_SEARCH_LIMIT)
     threshold = body_number(body, "threshold", settings.score_threshold, -1.0, 1.0)
     async with map_core_errors():
         hits = await services.retriever.search(scope, query, limit=limit, threshold=threshold)
-    return JSONResponse(list_json([scored_json(hit) for hit in hits]))
+    access = access_of(request)
+    return JSONResponse(list_json([scored_json(hit, access) for hit in hits]))
 
 
 async def version_chain(services: Services, memory: Memory) -> list[Memory]:
@@ -107,15 +111,15 @@ async def chain_events(services: Services, chain: list[Memory]) -> list[MemoryEv
 
 
 async def memory_history(request: Request) -> JSONResponse:
-    services = services_of(request)
-    memory = await load_memory(services, request.path_params["memory_id"])
+    services, access = services_of(request), access_of(request)
+    memory = await load_memory(services, request.path_params["memory_id"], access)
     chain = await version_chain(services, memory)
     events = await chain_events(services, chain)
     return JSONResponse(
         {
             "object": "memory.history",
             "id": memory.id,
-            "versions": [memory_json(m) for m in chain],
-            "events": [event_json(e) for e in events],
+            "versions": [memory_json(m, access) for m in chain],
+            "events": [event_json(e, access) for e in events],
         }
     )

@@ -10,23 +10,24 @@ from collections.abc import Awaitable
 from typing import Any, cast
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, retry_key_prefix
-from arq.jobs import DeserializationError, deserialize_job
+from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.jobs import DeserializationError, deserialize_job, deserialize_result
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.access import access_of
 from gateway.errors import GatewayError
-from gateway.identity import validate_id
 from gateway.memory_params import (
     event_json,
     list_json,
     map_core_errors,
     memory_json,
     parse_page,
-    required_id,
     services_of,
+    user_id_of,
 )
+from gateway.request_log import drop_request_notes
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.models import Memory, Scope, utcnow
@@ -41,13 +42,13 @@ EXPORT_PAGE = 500
 
 async def list_user_events(request: Request) -> JSONResponse:
     """The user's events, newest first."""
-    services = services_of(request)
-    user_id = required_id(request.query_params, "user_id")
+    services, access = services_of(request), access_of(request)
+    user_id = user_id_of(request, request.query_params)
     limit, offset = parse_page(request.query_params)
     async with map_core_errors():
         events = await services.core.store.list_events(user_id)
     page = list(reversed(events))[offset : offset + limit]
-    return JSONResponse(list_json([event_json(e) for e in page], limit=limit, offset=offset))
+    return JSONResponse(list_json([event_json(e, access) for e in page], limit=limit, offset=offset))
 
 
 async def all_memories(services: Services, user_id: str) -> list[Memory]:
@@ -63,26 +64,26 @@ async def all_memories(services: Services, user_id: str) -> list[Memory]:
 
 
 async def export_user(request: Request) -> JSONResponse:
-    services = services_of(request)
-    user_id = validate_id(request.path_params["user_id"], "user_id")
+    services, access = services_of(request), access_of(request)
+    user_id = user_id_of(request, request.path_params)
     memories = await all_memories(services, user_id)
     async with map_core_errors():
         events = await services.core.store.list_events(user_id)
     return JSONResponse(
         {
             "object": "user.export",
-            "user_id": user_id,
+            "user_id": access.public_user(user_id),
             "exported_at": utcnow().isoformat(),
-            "memories": [memory_json(m) for m in memories],
-            "events": [event_json(e) for e in events],
+            "memories": [memory_json(m, access) for m in memories],
+            "events": [event_json(e, access) for e in events],
         }
     )
 
 
-def queued_user(raw: bytes, user_id: str) -> bool:
-    """Whether an arq job (pickled by arq) is an exchange of this user."""
+def queued_user(raw: bytes, user_id: str, *, result: bool = False) -> bool:
+    """Whether an arq job or job result (pickled by arq) is an exchange of this user."""
     try:
-        job = deserialize_job(raw)
+        job = deserialize_result(raw) if result else deserialize_job(raw)
     except DeserializationError:
         return False
     if job.function != JOB_NAME or not job.args or not isinstance(job.args[0], str | bytes):
@@ -107,6 +108,17 @@ async def drop_queued_jobs(redis: ArqRedis, queue_name: str, user_id: str) -> in
     return dropped
 
 
+async def drop_job_results(redis: ArqRedis, user_id: str) -> int:
+    """arq keeps a finished job (its exchange included) as a result for a while."""
+    dropped = 0
+    async for key in redis.scan_iter(match=result_key_prefix + "*"):
+        raw = await redis.get(key)
+        if raw and queued_user(raw, user_id, result=True):
+            await redis.delete(key)
+            dropped += 1
+    return dropped
+
+
 async def drop_failed_jobs(redis: ArqRedis, user_id: str) -> int:
     dropped = 0
     async for key in redis.scan_iter(match=FAILED_PATTERN):
@@ -124,6 +136,8 @@ async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
         queued = await drop_queued_jobs(redis, services.settings.redis.queue_name, user_id)
         queued += services.recorder.outbox.delete_user(user_id)
         failed = await drop_failed_jobs(redis, user_id)
+        await drop_job_results(redis, user_id)
+        await drop_request_notes(redis, user_id)
         await redis.delete(SEQUENCE_KEY.format(user_id=user_id), APPLIED_SEQUENCE_KEY.format(user_id=user_id))
     except (QueueError, RedisError, OSError) as exc:
         raise GatewayError(
@@ -133,8 +147,8 @@ async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
 
 
 async def erase_user(request: Request) -> JSONResponse:
-    services = services_of(request)
-    user_id = validate_id(request.path_params["user_id"], "user_id")
+    services, access = services_of(request), access_of(request)
+    user_id = user_id_of(request, request.path_params)
     # Queued exchanges first, so no job writes the user's memories back after the store is cleared.
     queued, failed = await purge_redis(services, user_id)
     async with map_core_errors():
@@ -143,7 +157,7 @@ async def erase_user(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "object": "user.erased",
-            "user_id": user_id,
+            "user_id": access.public_user(user_id),
             "memories": memories,
             "events": events,
             "queued_jobs": queued,

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
+from gateway.access import Access, access_of
 from gateway.body import read_json_object
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import ID_PATTERN, validate_id
@@ -46,12 +47,13 @@ def not_found(memory_id: str) -> GatewayError:
     return GatewayError(404, f"no memory with id {memory_id!r}", param="id", code="memory_not_found")
 
 
-async def load_memory(services: Services, memory_id: str) -> Memory:
+async def load_memory(services: Services, memory_id: str, access: Access) -> Memory:
+    """The memory, or 404 when it does not exist or belongs to another tenant (existence stays hidden)."""
     if not ID_PATTERN.fullmatch(memory_id):
         raise not_found(memory_id)
     async with map_core_errors():
         memory = await services.core.store.get(memory_id)
-    if memory is None:
+    if memory is None or not access.sees(memory.user_id):
         raise not_found(memory_id)
     return memory
 
@@ -107,6 +109,11 @@ def metadata_filters(query: QueryParams) -> dict[str, Any] | None:
     return filters or None
 
 
+def user_id_of(request: Request, data: Mapping[str, Any], field: str = "user_id") -> str:
+    """The stored id of the user the request names, namespaced by the caller's tenant."""
+    return access_of(request).user(required_id(data, field))
+
+
 def required_id(data: Mapping[str, Any], field: str) -> str:
     value = data.get(field)
     if not isinstance(value, str) or not value:
@@ -146,16 +153,16 @@ def body_int(body: dict[str, Any], field: str, default: int, low: int, high: int
     return value
 
 
-def memory_json(memory: Memory) -> dict[str, Any]:
-    return {"object": "memory", **memory.model_dump(mode="json")}
+def memory_json(memory: Memory, access: Access) -> dict[str, Any]:
+    return {"object": "memory", **memory.model_dump(mode="json"), "user_id": access.public_user(memory.user_id)}
 
 
-def scored_json(hit: ScoredMemory) -> dict[str, Any]:
-    return {**memory_json(hit.memory), "score": hit.score}
+def scored_json(hit: ScoredMemory, access: Access) -> dict[str, Any]:
+    return {**memory_json(hit.memory, access), "score": hit.score}
 
 
-def event_json(event: MemoryEvent) -> dict[str, Any]:
-    return {"object": "memory.event", **event.model_dump(mode="json")}
+def event_json(event: MemoryEvent, access: Access) -> dict[str, Any]:
+    return {"object": "memory.event", **event.model_dump(mode="json"), "user_id": access.public_user(event.user_id)}
 
 
 def list_json(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.access import access_of
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import new_request_id
 from gateway.memories import version_chain
@@ -22,8 +23,8 @@ from gateway.memory_params import (
     optional_id,
     parse_bool,
     read_body,
-    required_id,
     services_of,
+    user_id_of,
 )
 from gateway.services import Services
 from mnemo.errors import QueueError
@@ -52,9 +53,9 @@ def api_event(memory: Memory, action: Action, old: Memory | None, reason: str | 
     )
 
 
-def read_scope(body: dict[str, Any]) -> Scope:
+def read_scope(request: Request, body: dict[str, Any]) -> Scope:
     return Scope(
-        user_id=required_id(body, "user_id"),
+        user_id=user_id_of(request, body),
         agent_id=optional_id(body, "agent_id"),
         session_id=optional_id(body, "session_id"),
     )
@@ -114,6 +115,14 @@ async def store_facts(services: Services, scope: Scope, facts: list[str], metada
 async def enqueue_messages(
     services: Services, scope: Scope, messages: list[dict[str, Any]], metadata: dict[str, Any]
 ) -> JSONResponse:
+    job_id, request_id = await enqueue_exchange(services, scope, messages, metadata)
+    return JSONResponse({"job_id": job_id, "request_id": request_id}, status_code=202)
+
+
+async def enqueue_exchange(
+    services: Services, scope: Scope, messages: list[dict[str, Any]], metadata: dict[str, Any]
+) -> tuple[str, str]:
+    """Send messages to the worker like a chat exchange; returns (job id, request id)."""
     if services.queue is None:
         raise GatewayError(503, "no queue is configured", type="server_error", code="queue_unavailable")
     now = utcnow()
@@ -132,7 +141,7 @@ async def enqueue_messages(
         job_id = await services.queue.enqueue(exchange)
     except QueueError as exc:
         raise GatewayError(503, "the queue is unavailable", type="server_error", code="queue_unavailable") from exc
-    return JSONResponse({"job_id": job_id, "request_id": exchange.request_id}, status_code=202)
+    return job_id, exchange.request_id
 
 
 def user_texts(messages: list[dict[str, Any]]) -> list[str]:
@@ -146,7 +155,7 @@ def user_texts(messages: list[dict[str, Any]]) -> list[str]:
 async def create_memories(request: Request) -> JSONResponse:
     services = services_of(request)
     body = await read_body(request)
-    scope, metadata = read_scope(body), read_metadata(body)
+    scope, metadata = read_scope(request, body), read_metadata(body)
     if ("facts" in body) == ("messages" in body):
         raise bad_request("send either `facts` or `messages`", param="facts")
     if "facts" in body:
@@ -160,7 +169,8 @@ async def create_memories(request: Request) -> JSONResponse:
             return await enqueue_messages(services, scope, messages, metadata)
         facts = user_texts(messages)
     memories = await store_facts(services, scope, facts, metadata)
-    return JSONResponse(list_json([memory_json(m) for m in memories]), status_code=201)
+    access = access_of(request)
+    return JSONResponse(list_json([memory_json(m, access) for m in memories]), status_code=201)
 
 
 def successor(old: Memory, text: str, request_id: str, now: datetime) -> Memory:
@@ -184,9 +194,15 @@ async def correct_memory(request: Request) -> JSONResponse:
     body = await read_body(request)
     text = (body_text(body, "text", required=True) or "").strip()
     reason = body_text(body, "reason", required=False)
-    old = await load_memory(services, request.path_params["memory_id"])
+    access = access_of(request)
+    old = await load_memory(services, request.path_params["memory_id"], access)
     if not old.is_valid:
         raise GatewayError(409, "this memory was already invalidated; correct its latest version", code="invalidated")
+    new = await apply_correction(services, old, text, reason)
+    return JSONResponse(memory_json(new, access))
+
+
+async def apply_correction(services: Services, old: Memory, text: str, reason: str | None) -> Memory:
     new = successor(old, text, new_request_id(), utcnow())
     event = api_event(new, "UPDATE", old, reason, f"{new.id}:update")
     async with map_core_errors():
@@ -194,13 +210,20 @@ async def correct_memory(request: Request) -> JSONResponse:
         await services.core.store.upsert([new], [vector])
         await services.core.store.invalidate(old.id, new.created_at, new.id)
         await services.core.store.add_events([event])
-    return JSONResponse(memory_json(new))
+    return new
+
+
+async def invalidate_memory(services: Services, memory: Memory, reason: str) -> None:
+    event = api_event(memory, "DELETE", memory, reason, f"{memory.id}:delete:{new_request_id()}")
+    async with map_core_errors():
+        await services.core.store.invalidate(memory.id, event.created_at, None)
+        await services.core.store.add_events([event])
 
 
 async def delete_memory(request: Request) -> JSONResponse:
     services = services_of(request)
     hard = parse_bool(request.query_params.get("hard"), "hard")
-    memory = await load_memory(services, request.path_params["memory_id"])
+    memory = await load_memory(services, request.path_params["memory_id"], access_of(request))
     if hard:
         chain = await version_chain(services, memory)
         erased = api_event(memory, "ERASE", None, f"erased {len(chain)} versions via the API", f"{memory.id}:erase")
@@ -210,8 +233,5 @@ async def delete_memory(request: Request) -> JSONResponse:
         return JSONResponse({"id": memory.id, "object": "memory.deleted", "hard": True, "deleted": len(chain)})
     if not memory.is_valid:
         raise GatewayError(409, "this memory was already invalidated", code="invalidated")
-    event = api_event(memory, "DELETE", memory, "deleted via the API", f"{memory.id}:delete:{new_request_id()}")
-    async with map_core_errors():
-        await services.core.store.invalidate(memory.id, event.created_at, None)
-        await services.core.store.add_events([event])
+    await invalidate_memory(services, memory, "deleted via the API")
     return JSONResponse({"id": memory.id, "object": "memory.deleted", "hard": False, "deleted": 1})

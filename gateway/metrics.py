@@ -1,35 +1,167 @@
-"""A small in-process metrics registry rendered in Prometheus' text format."""
+"""The gateway's Prometheus metrics, one registry per app (built in the lifespan, never global).
+
+Counters and histograms are updated as requests flow; queue depth, outbox size and the
+workers' totals (kept in Redis by every worker, see mnemo.job_metrics) are read when
+``GET /metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 
-Labels = tuple[tuple[str, str], ...]
+from mnemo.job_metrics import DURATION_BUCKETS, JobTotals, read_totals
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+logger = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 0.5
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
+INJECTED_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 25, 50, 100)
+# Counters the code increments by name; label names are sorted (the order /metrics shows them in).
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mnemo_requests_total": (
+        "HTTP requests by route template, method, status and model row",
+        ("method", "model", "route", "status"),
+    ),
+    "mnemo_exchanges_enqueued_total": ("Completed exchanges the queue accepted", ()),
+    "mnemo_outbox_writes_total": ("Exchanges kept in the on-disk outbox while Redis was unavailable", ()),
+    "mnemo_enqueue_failures_total": (
+        "Exchanges the queue refused (queue_unavailable) or that were dropped (outbox_full)",
+        ("reason",),
+    ),
+    "mnemo_retrieval_fail_open_total": ("Chats answered without memory because retrieval failed", ("reason",)),
+    "mnemo_chat_errors_total": ("Chat requests answered with an error, by status", ("status",)),
+}
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[str, Counter] = {}
+        for name, (help_text, labels) in COUNTERS.items():
+            self._counter(name, help_text, labels)
+        self.ttft = self._histogram(
+            "mnemo_chat_time_to_first_token_seconds",
+            "Chat completions: request received to first reply byte sent (the whole body when not streaming)",
+            LATENCY_BUCKETS,
+        )
+        self.latency = self._histogram(
+            "mnemo_chat_duration_seconds", "Chat completions: request received to last byte sent", LATENCY_BUCKETS
+        )
+        self.retrieval = Histogram(
+            "mnemo_retrieval_duration_seconds",
+            "Memory retrieval per chat (embedding + search), including fail-opens",
+            buckets=RETRIEVAL_BUCKETS,
+            registry=self.registry,
+        )
+        self.injected = Histogram(
+            "mnemo_memories_injected",
+            "Memories injected per chat request that reads memory",
+            buckets=INJECTED_BUCKETS,
+            registry=self.registry,
+        )
+
+    def _counter(self, name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
+        counter = Counter(name.removesuffix("_total"), help_text, labels, registry=self.registry)
+        self._counters[name] = counter
+        return counter
+
+    def _histogram(self, name: str, help_text: str, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, help_text, ("stream",), buckets=buckets, registry=self.registry)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self._counters[name][tuple(sorted(labels.items()))] += amount
+        counter = self._counters.get(name) or self._counter(name, name, tuple(sorted(labels)))
+        (counter.labels(**labels) if labels else counter).inc(amount)
 
     def value(self, name: str, **labels: str) -> float:
-        return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+        sample = name if name.endswith("_total") else name + "_total"
+        found = self.registry.get_sample_value(sample, labels)
+        return 0.0 if found is None else found
 
-    def render(self) -> str:
-        lines = []
-        for name in sorted(self._counters):
-            lines.append(f"# TYPE {name} counter")
-            for labels, value in sorted(self._counters[name].items()):
-                rendered = ",".join(f'{key}="{val}"' for key, val in labels)
-                lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+    def observe_chat(self, *, stream: bool, ttft_s: float, duration_s: float) -> None:
+        label = "true" if stream else "false"
+        self.ttft.labels(stream=label).observe(ttft_s)
+        self.latency.labels(stream=label).observe(duration_s)
+
+    def observe_retrieval(self, elapsed_ms: float, injected: int) -> None:
+        self.retrieval.observe(elapsed_ms / 1000)
+        self.injected.observe(injected)
 
 
-async def metrics_endpoint(request: Request) -> PlainTextResponse:
-    metrics: Metrics = request.state.services.metrics
-    return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+class ScrapeValues(Collector):
+    """Values read at scrape time, rendered once (a fresh collector per scrape, no shared state)."""
+
+    def __init__(self, queue_depth: int | None, outbox_size: int, jobs: JobTotals | None) -> None:
+        self.queue_depth = queue_depth
+        self.outbox_size = outbox_size
+        self.jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("mnemo_outbox_size", "Exchanges waiting in the outbox for Redis", self.outbox_size)
+        if self.queue_depth is not None:
+            yield GaugeMetricFamily("mnemo_queue_depth", "Jobs waiting in the arq queue", self.queue_depth)
+        yield GaugeMetricFamily(
+            "mnemo_queue_up", "1 when the queue answered this scrape", int(self.queue_depth is not None)
+        )
+        if self.jobs is not None:
+            yield from worker_families(self.jobs)
+
+
+def worker_families(jobs: JobTotals) -> Iterator[Metric]:
+    outcomes = CounterMetricFamily("mnemo_worker_jobs", "Worker jobs by outcome (all workers)", labels=("outcome",))
+    for outcome, count in sorted(jobs.jobs.items()):
+        outcomes.add_metric([outcome], count)
+    yield outcomes
+    cumulative = [(f"{bound:g}", jobs.buckets.get(bound, 0.0)) for bound in DURATION_BUCKETS]
+    yield HistogramMetricFamily(
+        "mnemo_worker_job_duration_seconds",
+        "Worker job duration, waiting for the user's turn included (all workers)",
+        buckets=[*cumulative, ("+Inf", jobs.duration_count)],
+        sum_value=jobs.duration_sum,
+    )
+    tokens = CounterMetricFamily(
+        "mnemo_extraction_tokens", "LLM tokens spent on extraction by applied jobs", labels=("kind",)
+    )
+    for kind in ("prompt", "completion"):
+        tokens.add_metric([kind], jobs.counters.get(f"{kind}_tokens", 0.0))
+    yield tokens
+    for name, help_text in (
+        ("llm_calls", "LLM calls made by applied jobs"),
+        ("memories_created", "Memories written by applied jobs"),
+        ("memories_invalidated", "Memories invalidated by applied jobs"),
+    ):
+        yield CounterMetricFamily(f"mnemo_worker_{name}", help_text, jobs.counters.get(name, 0.0))
+
+
+async def read_scrape_values(services: Services) -> ScrapeValues:
+    depth: int | None = None
+    jobs: JobTotals | None = None
+    queue_name = services.settings.redis.queue_name
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+            pool = await services.queue.pool()
+            depth = int(await pool.zcard(queue_name))
+            jobs = await read_totals(pool, queue_name)
+    except Exception as exc:  # a scrape must answer even while Redis is down
+        logger.debug("metrics: queue not readable: %s", exc)
+    return ScrapeValues(depth, len(services.recorder.outbox), jobs)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    services: Services = request.state.services
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(await read_scrape_values(services))
+    body = generate_latest(services.metrics.registry) + generate_latest(scraped)
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

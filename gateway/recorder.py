@@ -59,6 +59,7 @@ class ExchangeRecorder:
                 await self.queue.enqueue(exchange)
             except QueueError as exc:
                 logger.warning("queue unavailable, keeping exchange %s in the outbox: %s", exchange.request_id, exc)
+                self._metrics.inc("mnemo_enqueue_failures_total", reason="queue_unavailable")
             else:
                 self._metrics.inc("mnemo_exchanges_enqueued_total")
                 return

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from mnemo.config_errors import describe_errors, yaml_key_lines
 from mnemo.errors import ConfigError
 
 ENV_PREFIX = "MNEMO_"
@@ -26,12 +27,28 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8900, ge=0, le=65535)
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the gateway binds to (non-loopback needs auth keys or allow_open_network).",
+    )
+    port: int = Field(default=8900, ge=0, le=65535, description="TCP port of the gateway.")
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
+    )
     # How long one upstream call may take end to end (long generations stream for minutes).
-    upstream_timeout_s: float = Field(default=600.0, gt=0)
-    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long one upstream call may take end to end (long generations stream for minutes).",
+    )
+    upstream_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout for connecting to an upstream provider."
+    )
+    # With no auth keys configured the API is open, so only a loopback host is allowed unless this is set.
+    allow_open_network: bool = Field(
+        default=False,
+        description="Allow a non-loopback host without auth keys (the API is then open to anyone).",
+    )
 
 
 class ModelRoute(_Section):
@@ -40,8 +57,13 @@ class ModelRoute(_Section):
     name: str = Field(description="Model name clients send; '*' matches any name not listed.")
     provider: str = Field(default="openai", description="'openai' (any OpenAI-compatible API) or a litellm provider.")
     model: str | None = Field(default=None, description="Provider's model name; defaults to the public name.")
-    base_url: str | None = None
-    api_key: SecretStr | None = None
+    base_url: str | None = Field(
+        default=None, description="The provider's API base URL (for provider=openai, any OpenAI-compatible /v1)."
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The provider key (prefer api_key_env); without one the client's Authorization is forwarded.",
+    )
     api_key_env: str | None = Field(default=None, description="Environment variable holding the key.")
 
     @property
@@ -50,37 +72,70 @@ class ModelRoute(_Section):
 
 
 class MemorySettings(_Section):
-    default_mode: Literal["on", "read", "write", "off"] = "on"
-    top_k: int = Field(default=8, ge=1, le=100)
-    score_threshold: float = Field(default=0.2, ge=-1.0, le=1.0)
-    token_budget: int = Field(default=600, ge=0)
-    retrieval_timeout_ms: int = Field(default=150, gt=0)
+    default_mode: Literal["on", "read", "write", "off"] = Field(
+        default="on", description="Memory mode when a request sends no X-Mnemo-Memory header."
+    )
+    top_k: int = Field(default=8, ge=1, le=100, description="Most memories retrieved per chat request.")
+    score_threshold: float = Field(
+        default=0.2, ge=-1.0, le=1.0, description="Least cosine similarity for a memory to be injected."
+    )
+    token_budget: int = Field(default=600, ge=0, description="Most tokens of memory text injected per request.")
+    retrieval_timeout_ms: int = Field(
+        default=150,
+        gt=0,
+        description="Time budget for retrieval; past it the request goes on without memory (fail-open).",
+    )
     # Earlier messages joined to the latest user message so a short follow-up is searchable.
-    query_context_messages: int = Field(default=2, ge=0, le=20)
-    query_short_chars: int = Field(default=40, ge=0)
+    query_context_messages: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="Earlier messages joined to a short latest user message so a follow-up is searchable.",
+    )
+    query_short_chars: int = Field(
+        default=40, ge=0, description="A latest user message shorter than this is a short follow-up."
+    )
     # Hybrid search (dense + BM25 keywords); defaults measured on LOCOMO, see bench/README.md "recall".
-    fusion: Literal["rrf", "dbsf", "dense"] = "rrf"
-    rrf_k: int = Field(default=60, ge=1)
-    hybrid_candidates: int = Field(default=50, ge=1, le=1000)
-    keyword_weight: float = Field(default=1.0, ge=0.0)
-    recency_half_life_days: float | None = Field(default=None, gt=0)
+    fusion: Literal["rrf", "dbsf", "dense"] = Field(
+        default="dbsf",
+        description="Merging dense and keyword results: reciprocal rank (rrf), distribution-based (dbsf), dense only.",
+    )
+    rrf_k: int = Field(default=5, ge=1, description="The k constant of reciprocal rank fusion.")
+    hybrid_candidates: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Candidates fetched from each of the dense and keyword searches before fusion.",
+    )
+    keyword_weight: float = Field(
+        default=1.0, gt=0.0, description="Weight of the keyword (BM25) results in rrf fusion."
+    )
+    recency_half_life_days: float | None = Field(
+        default=None, gt=0, description="When set, older memories score lower: a memory this many days old counts half."
+    )
 
 
 class EmbedderSettings(_Section):
-    kind: Literal["local", "openai"] = "local"
+    kind: Literal["local", "openai"] = Field(
+        default="local",
+        description="'local' (bundled MiniLM, no network) or 'openai' (any OpenAI-compatible /embeddings).",
+    )
     model: str | None = Field(default=None, description="Model name for kind=openai.")
-    base_url: str | None = None
-    api_key_env: str | None = None
+    base_url: str | None = Field(default=None, description="The /embeddings API base URL for kind=openai.")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the embeddings API key.")
     dimension: int | None = Field(default=None, description="Vector size for kind=openai.")
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads for kind=local.")
 
 
 class StoreSettings(_Section):
-    kind: Literal["edge", "qdrant"] = "edge"
+    kind: Literal["edge", "qdrant"] = Field(
+        default="edge",
+        description="'edge' (Qdrant Edge in-process under data_dir) or 'qdrant' (a server, or local mode).",
+    )
     url: str | None = Field(default=None, description="Qdrant server URL for kind=qdrant.")
     path: str | None = Field(default=None, description="qdrant-client local mode directory (tests, tiny data).")
-    api_key_env: str | None = None
-    collection: str = "mnemo"
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the Qdrant API key.")
+    collection: str = Field(default="mnemo", description="Qdrant collection name.")
 
     @model_validator(mode="after")
     def _server_needs_location(self) -> StoreSettings:
@@ -91,10 +146,18 @@ class StoreSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = Field(default=None, description="Redis URL; unset means an embedded Redis in data_dir.")
-    queue_name: str = "mnemo:queue"
-    enqueue_timeout_s: float = Field(default=2.0, gt=0)
+    queue_name: str = Field(
+        default="mnemo:queue", description="The arq queue (a Redis sorted set) exchanges are enqueued on."
+    )
+    enqueue_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long a finished response may wait for Redis to accept its exchange."
+    )
     # Exchanges kept on disk (data_dir/outbox.sqlite3) while Redis is unreachable, at most.
-    outbox_max_items: int = Field(default=100_000, ge=1)
+    outbox_max_items: int = Field(
+        default=100_000,
+        ge=1,
+        description="Exchanges kept on disk (data_dir/outbox.sqlite3) while Redis is unreachable, at most.",
+    )
 
 
 class ExtractionSettings(_Section):
@@ -102,11 +165,18 @@ class ExtractionSettings(_Section):
         default="auto", description="'auto' is 'llm' when a model is configured, else 'raw'."
     )
     model: str | None = Field(default=None, description="A litellm model name, e.g. 'openai/gpt-4o-mini'.")
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    api_key_env: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
-    similar_limit: int = Field(default=5, ge=1, le=50)
+    base_url: str | None = Field(default=None, description="API base URL for the extraction model.")
+    api_key: SecretStr | None = Field(default=None, description="Key for the extraction model; prefer api_key_env.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the extraction model's key."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one extraction LLM call.")
+    similar_limit: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Existing memories shown to the LLM when deciding ADD/UPDATE/DELETE for new facts.",
+    )
 
     @property
     def effective_mode(self) -> Literal["raw", "llm"]:
@@ -116,22 +186,67 @@ class ExtractionSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    max_jobs: int = Field(default=8, ge=1)
-    max_tries: int = Field(default=8, ge=1)
-    job_timeout_s: float = Field(default=300.0, gt=0)
-    retry_base_delay_s: float = Field(default=1.0, ge=0)
+    max_jobs: int = Field(default=8, ge=1, description="Jobs one worker runs concurrently.")
+    max_tries: int = Field(
+        default=8, ge=1, description="Attempts per job for transient failures (LLM 429/5xx/timeouts, store down)."
+    )
+    job_timeout_s: float = Field(default=300.0, gt=0, description="Longest one job may run before it is cancelled.")
+    retry_base_delay_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles on each try (at most 300 s)."
+    )
+
+
+class TenantSettings(_Section):
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,63}$",
+        description="Tenant id; user ids of the tenant's requests are namespaced with it.",
+    )
+    keys: list[SecretStr] = Field(default=[], description="API keys of the tenant (at least 16 characters each).")
+
+
+class AuthSettings(_Section):
+    """API keys: an admin key sees every tenant; a tenant key only its own tenant's users."""
+
+    admin_keys: list[SecretStr] = Field(
+        default=[], description="API keys that see every tenant (at least 16 characters each)."
+    )
+    tenants: list[TenantSettings] = Field(
+        default=[], description="Tenants and their keys; a tenant key only sees its own tenant's users."
+    )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.admin_keys) or any(tenant.keys for tenant in self.tenants)
+
+    @model_validator(mode="after")
+    def _keys_are_distinct(self) -> AuthSettings:
+        keys = [key.get_secret_value() for key in self.admin_keys]
+        keys += [key.get_secret_value() for tenant in self.tenants for key in tenant.keys]
+        if any(len(key) < 16 for key in keys):
+            raise ValueError("auth keys must be at least 16 characters")
+        if len(set(keys)) != len(keys):
+            raise ValueError("an auth key is listed twice (keys must be unique across admin and tenants)")
+        ids = [tenant.id for tenant in self.tenants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("tenant ids must be unique")
+        return self
 
 
 class Settings(_Section):
-    data_dir: str = "./data"
+    data_dir: str = Field(
+        default="./data", description="Directory for the embedded store, the embedded Redis and the outbox."
+    )
     server: ServerSettings = ServerSettings()
-    models: list[ModelRoute] = []
+    models: list[ModelRoute] = Field(
+        default=[], description="The model table: which upstream serves each public model name."
+    )
     memory: MemorySettings = MemorySettings()
     embedder: EmbedderSettings = EmbedderSettings()
     store: StoreSettings = StoreSettings()
     redis: RedisSettings = RedisSettings()
     extraction: ExtractionSettings = ExtractionSettings()
     worker: WorkerSettings = WorkerSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def data_path(self) -> Path:
@@ -144,6 +259,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_yaml(Path(path))
+    env_vars: dict[tuple[str | int, ...], str] = {}
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
@@ -152,18 +268,12 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         # other MNEMO_* variables (MNEMO_CONFIG, ...) are not settings.
         if len(field_path) > 1 or field_path[0] in Settings.model_fields:
             _apply_override(raw, field_path, value)
+            env_vars[tuple(field_path)] = key
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source=str(path or "environment"))) from None
-
-
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
-    return "\n".join(lines)
+        lines = yaml_key_lines(Path(path)) if path is not None else {}
+        raise ConfigError(describe_errors(exc, str(path or "environment"), env_vars, lines)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

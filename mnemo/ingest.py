@@ -17,6 +17,7 @@ from mnemo.extraction import Decision, Extractor, LLMUsage, new_user_turn
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
 from mnemo.store import MemoryStore
+from mnemo.store.keywords import context_line
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class MemoryWriter:
         result.facts = len(facts)
         if not facts:
             return result
-        vectors = await self.embedder.embed(facts)
+        vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts])
         existing = await self._similar(exchange.scope, vectors)
         decisions = await self._decide(result, facts, existing)
         await self._apply(exchange, result, facts, vectors, existing, decisions)
@@ -126,13 +127,18 @@ class MemoryWriter:
             texts = [m.text for m in new_memories]
             known = dict(zip(facts, vectors, strict=True))
             missing = [t for t in texts if t not in known]
-            known.update(zip(missing, await self.embedder.embed(missing), strict=True))
+            known.update(zip(missing, await self.embedder.embed([_indexed(exchange, t) for t in missing]), strict=True))
             await self.store.upsert(new_memories, [known[t] for t in texts])
         for old, successor in invalidations:
             await self.store.invalidate(old.id, at, successor)
         await self.store.add_events(events)
         result.created = [m.id for m in new_memories]
         result.invalidated = [old.id for old, _ in invalidations]
+
+
+def _indexed(exchange: Exchange, text: str) -> str:
+    # Embedded with who said it and when, as the keyword side indexes it (mnemo.store.keywords).
+    return context_line(text, exchange.completed_at, exchange.metadata)
 
 
 def _new_memory(exchange: Exchange, memory_id: str, text: str, at: datetime, old: Memory | None) -> Memory:

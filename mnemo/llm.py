@@ -7,6 +7,7 @@ LITELLM_LOCAL_MODEL_COST_MAP, tries to fetch a price list from the internet.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any, Protocol
 
 from mnemo.config import ExtractionSettings
 from mnemo.errors import ExtractionError, TransientExtractionError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,10 @@ async def stop_litellm_background() -> None:
         return
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
-    await GLOBAL_LOGGING_WORKER.stop(discard_pending=True, timeout=2)
+    try:
+        await GLOBAL_LOGGING_WORKER.stop(discard_pending=True, timeout=2)
+    except RuntimeError as exc:  # its queue belongs to another event loop (several apps in one process)
+        logger.debug("litellm logging worker not stopped: %s", exc)
 
 
 class LiteLLMClient:

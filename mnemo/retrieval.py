@@ -29,9 +29,9 @@ class Retriever:
         self.store = store
 
     async def search(self, scope: Scope, query: str, *, limit: int, threshold: float) -> list[ScoredMemory]:
+        """Hybrid search: meaning (dense, at least ``threshold`` cosine similarity) fused with keywords."""
         (vector,) = await self.embedder.embed([query])
-        hits = await self.store.search(scope, vector, limit=limit)
-        return [hit for hit in hits if hit.score >= threshold]
+        return await self.store.search(scope, vector, limit=limit, query_text=query, score_threshold=threshold)
 
     async def retrieve(self, scope: Scope, query: str, *, limit: int, threshold: float, timeout_s: float) -> Retrieval:
         started = time.perf_counter()

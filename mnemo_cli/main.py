@@ -1,15 +1,18 @@
-"""``mnemo up | serve | worker | config check``."""
+"""``mnemo up | serve | worker | config check``, and the operator commands (``memories``, ``users``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from mnemo.config import Settings, load_settings
 from mnemo.errors import MnemoError
+from mnemo.logs import LOG_FORMATS, configure_logging
+from mnemo_cli import admin
 
 logger = logging.getLogger("mnemo")
 
@@ -19,6 +22,12 @@ DEFAULT_CONFIG_NAMES = ("mnemo.yaml", "config.yaml")
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mnemo", description="Long-term memory gateway for LLM apps.")
     root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    root.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("MNEMO_LOG_FORMAT") or "text",
+        help="text, or json (one object per line, with request_id) (MNEMO_LOG_FORMAT; default text)",
+    )
     commands = root.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("up", "gateway and worker in one process (the embedded default)"),
@@ -34,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a config file and say what is wrong")
     check.add_argument("path")
+    admin.add_commands(commands)
     return root
 
 
@@ -46,17 +56,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # arq logs each job's arguments (message text) and httpx each request at INFO: keep bodies out of logs.
-    for noisy in ("arq.worker", "httpx"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.log_format not in LOG_FORMATS:
+        print(f"mnemo: MNEMO_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.command in ("memories", "users"):
+        return admin.run(args)
     try:
         if args.command == "config":
-            settings = load_settings(Path(args.path))
-            print(f"{args.path}: OK (store={settings.store.kind}, models={len(settings.models)})")  # noqa: T201
-            return 0
+            return check_config(Path(args.path))
+        configure_logging(args.log_level, args.log_format)
         settings = settings_from(args)
         from mnemo_cli import run
 
@@ -67,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def check_config(path: Path) -> int:
+    settings = load_settings(path)
+    print(f"{path}: OK (store={settings.store.kind}, models={len(settings.models)})")  # noqa: T201
     return 0
 
 

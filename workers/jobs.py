@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mnemo.errors import EmbedderError, ExtractionError, StoreError, TransientExtractionError
 from mnemo.ingest import IngestResult, MemoryWriter
 from mnemo.queue import Exchange, decode_exchange
-from workers.ordering import mark_applied, wait_for_turn
+from workers.ordering import ORDER_RECHECK_S, ORDER_WAIT_S, mark_applied, take_turn
 
 logger = logging.getLogger(__name__)
 
 APPLIED_KEY = "mnemo:applied:{request_id}"
 FAILED_KEY = "mnemo:failed:{request_id}"
+FAILURES_KEY = "mnemo:failures:{request_id}"
 LEDGER_TTL_S = 30 * 24 * 3600
 USER_LOCK_KEY = "mnemo:lock:user:{user_id}"
 USER_LOCK_TTL_S = 600
@@ -37,18 +41,26 @@ def backoff_seconds(job_try: int, base: float) -> float:
 
 async def process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
     exchange = decode_exchange(payload)
+    try:
+        return await apply_exchange(ctx, exchange)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Redis went away mid-job: retry it rather than let arq record it as failed for good.
+        delay = backoff_seconds(ctx.get("job_try", 1), ctx["retry_base_delay_s"])
+        logger.warning("exchange %s: redis unavailable (%s); retrying in %.1fs", exchange.request_id, exc, delay)
+        raise Retry(defer=delay) from exc
+
+
+async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
     redis = ctx["redis"]
     if await redis.exists(APPLIED_KEY.format(request_id=exchange.request_id)):
         await mark_applied(redis, exchange)
         return {"status": "already-applied", "request_id": exchange.request_id}
-    await wait_for_turn(redis, exchange)
+    await take_turn(redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S))
     started = time.perf_counter()
     try:
         result = await apply_in_user_lock(ctx, exchange)
     except (TransientExtractionError, StoreError, EmbedderError) as exc:
-        delay = backoff_seconds(ctx.get("job_try", 1), ctx["retry_base_delay_s"])
-        logger.warning("exchange %s: %s; retrying in %.1fs", exchange.request_id, exc, delay)
-        raise Retry(defer=delay) from exc
+        return await retry_later(ctx, exchange, exc)
     except ExtractionError as exc:
         return await record_failure(redis, exchange, exc)
     await redis.set(APPLIED_KEY.format(request_id=exchange.request_id), "1", ex=LEDGER_TTL_S)
@@ -56,14 +68,35 @@ async def process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
     return outcome(exchange, result, started)
 
 
+def waited_since(ctx: dict[str, Any]) -> float:
+    enqueued = ctx.get("enqueue_time")
+    return (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
+
+
+async def retry_later(ctx: dict[str, Any], exchange: Exchange, exc: Exception) -> dict[str, Any]:
+    """Back off and retry, up to worker.max_tries failures. Failures are counted here, not by
+    arq's try counter, which also counts the deferrals of a job waiting for its turn."""
+    redis = ctx["redis"]
+    key = FAILURES_KEY.format(request_id=exchange.request_id)
+    failures = int(await redis.incr(key))
+    await redis.expire(key, LEDGER_TTL_S)
+    if failures >= ctx.get("max_failures", 1):
+        return await record_failure(redis, exchange, exc)
+    delay = backoff_seconds(failures, ctx["retry_base_delay_s"])
+    logger.warning("exchange %s: %s; retrying in %.1fs", exchange.request_id, exc, delay)
+    raise Retry(defer=delay) from exc
+
+
 async def apply_in_user_lock(ctx: dict[str, Any], exchange: Exchange) -> IngestResult:
     """One job per user at a time, across every worker: two exchanges of one user must not
     both decide ADD for the same fact against the same stored state."""
     redis = ctx["redis"]
     writer: MemoryWriter = ctx["writer"]
-    lock = redis.lock(USER_LOCK_KEY.format(user_id=exchange.scope.user_id), timeout=USER_LOCK_TTL_S)
-    if not await lock.acquire(blocking_timeout=USER_LOCK_WAIT_S):
-        raise Retry(defer=backoff_seconds(ctx.get("job_try", 1), ctx["retry_base_delay_s"]))
+    # A killed worker's lock must lapse by the time arq re-runs its job (job timeout + 10 s).
+    ttl = ctx.get("user_lock_ttl_s", USER_LOCK_TTL_S)
+    lock = redis.lock(USER_LOCK_KEY.format(user_id=exchange.scope.user_id), timeout=ttl)
+    if not await lock.acquire(blocking_timeout=ctx.get("user_lock_wait_s", USER_LOCK_WAIT_S)):
+        raise Retry(defer=ORDER_RECHECK_S)  # a deferral, not a failure: give the slot back
     try:
         return await writer.process(exchange)
     finally:

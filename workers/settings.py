@@ -3,12 +3,16 @@ nothing is read at import time)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from typing import Any
 
 from arq import Worker
 from arq.connections import RedisSettings
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mnemo.config import Settings
 from mnemo.extraction import Extractor
@@ -16,9 +20,46 @@ from mnemo.ingest import MemoryWriter
 from mnemo.llm import LiteLLMClient, stop_litellm_background
 from mnemo.queue import JOB_NAME
 from mnemo.runtime import Core, open_core
-from workers.jobs import process_exchange
+from workers.jobs import USER_LOCK_WAIT_S
+from workers.metrics import measured_process_exchange
+from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S
 
 logger = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_REDIS_BACKOFF_S = 5.0
+# The worker waits for Redis at start-up instead of dying: under ``mnemo up`` it is a task
+# beside the gateway, and nothing would start it again.
+STARTUP_CONN_RETRIES = 1_000_000
+USER_LOCK_MARGIN_S = 5.0
+
+
+class ResilientWorker(Worker):
+    """arq's poll loop ends the worker on the first Redis error; this one rides out an
+    outage, polling again with backoff, so jobs resume when Redis is back."""
+
+    _redis_backoff_s = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            self._redis_backoff_s = min(MAX_REDIS_BACKOFF_S, max(0.1, self._redis_backoff_s * 2))
+            logger.warning("worker lost redis (%s); polling again in %.1fs", exc, self._redis_backoff_s)
+            await asyncio.sleep(self._redis_backoff_s)
+        else:
+            self._redis_backoff_s = 0.0
+
+    async def close(self) -> None:
+        """arq's close starts with a Redis call; without Redis, still shut down the rest."""
+        try:
+            await super().close()
+        except REDIS_DOWN as exc:
+            logger.warning("worker closing without redis: %s", exc)
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            await self.pool.close(close_connection_pool=True)
+            self._pool = None
 
 
 def build_extractor(settings: Settings) -> Extractor | None:
@@ -26,6 +67,16 @@ def build_extractor(settings: Settings) -> Extractor | None:
         logger.info("worker in raw mode: each user message is stored as a memory (no extraction model configured)")
         return None
     return Extractor(LiteLLMClient(settings.extraction))
+
+
+def job_limits(job_timeout_s: float) -> dict[str, float]:
+    """Waits inside a job fit in its timeout (arq does not retry a job that timed out), and a
+    killed worker's user lock lapses before arq re-runs its job (job timeout + 10 s)."""
+    return {
+        "order_wait_s": min(ORDER_WAIT_S, job_timeout_s / 2),
+        "user_lock_wait_s": min(USER_LOCK_WAIT_S, job_timeout_s / 4),
+        "user_lock_ttl_s": job_timeout_s + USER_LOCK_MARGIN_S,
+    }
 
 
 def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None = None, burst: bool = False) -> Worker:
@@ -42,6 +93,9 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
             ctx["core"].store, ctx["core"].embedder, extractor, mode, settings.extraction.similar_limit
         )
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
+        ctx.update(job_limits(settings.worker.job_timeout_s))
+        ctx["max_failures"] = settings.worker.max_tries
+        ctx["metrics_queue_name"] = settings.redis.queue_name
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         await stop_litellm_background()
@@ -49,12 +103,15 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
             await ctx["core"].close()
 
     job = func(
-        process_exchange, name=JOB_NAME, max_tries=settings.worker.max_tries, timeout=settings.worker.job_timeout_s
+        measured_process_exchange,
+        name=JOB_NAME,
+        max_tries=settings.worker.max_tries + MAX_DEFERRALS,
+        timeout=settings.worker.job_timeout_s,
     )
-    return Worker(
+    return ResilientWorker(
         functions=[job],
         queue_name=settings.redis.queue_name,
-        redis_settings=redis,
+        redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         max_jobs=settings.worker.max_jobs,

@@ -38,9 +38,20 @@ class MemoryStore(Protocol):
     async def get(self, memory_id: str) -> Memory | None: ...
 
     async def search(
-        self, scope: Scope, vector: Sequence[float], *, limit: int, include_invalidated: bool = False
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        include_invalidated: bool = False,
+        query_text: str | None = None,
+        score_threshold: float | None = None,
     ) -> list[ScoredMemory]:
-        """Nearest memories of the scope's user (and agent, when set: its own plus shared ones)."""
+        """Best memories of the scope's user (and agent, when set: its own plus shared ones).
+
+        With ``query_text``, dense and keyword (BM25) results are fused (see mnemo.store.hybrid) and
+        scores are fused relevance in 0..1; without it, scores are cosine similarity. ``score_threshold``
+        is a floor on cosine similarity for the dense side."""
 
     async def list(
         self,
@@ -71,10 +82,13 @@ class MemoryStore(Protocol):
 
 
 def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
+    from mnemo.store.hybrid import HybridOptions
+
+    options = HybridOptions.from_settings(settings.memory)
     if settings.store.kind == "edge":
         from mnemo.store.edge import EdgeMemoryStore
 
-        return EdgeMemoryStore(settings.data_path / "qdrant-edge", settings.store.collection, identity)
+        return EdgeMemoryStore(settings.data_path / "qdrant-edge", settings.store.collection, identity, options)
     from mnemo.store.server import QdrantServerMemoryStore
 
-    return QdrantServerMemoryStore(settings.store, identity)
+    return QdrantServerMemoryStore(settings.store, identity, options)

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,16 @@ from typing import Any
 import qdrant_edge as qe
 
 from mnemo.errors import StoreError
-from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
+from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
+from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
+from mnemo.store.edge_query import PAGE, edge_errors, edge_filter, edge_fusion, filter_scroll, index_keywords
+from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
-_PAGE = 1000
 
 
 def _keyword(is_tenant: bool = False) -> qe.KeywordIndexParams:
@@ -54,38 +55,13 @@ def _event_indexes() -> dict[str, qe.PayloadSchemaParams]:
     return {"user_id": _keyword(is_tenant=True), "memory_id": _keyword(), "created_ts": qe.FloatIndexParams()}
 
 
-def edge_filter(conditions: Sequence[pl.Condition]) -> qe.Filter:
-    return qe.Filter(must=[_edge_condition(condition) for condition in conditions])
-
-
-def _edge_condition(condition: pl.Condition) -> qe.FieldCondition | qe.IsNullCondition:
-    if isinstance(condition, pl.Match):
-        if isinstance(condition.value, bool):
-            raise StoreError("qdrant-edge cannot match boolean payload values")
-        return qe.FieldCondition(condition.key, match=qe.MatchValue(condition.value))
-    if isinstance(condition, pl.MatchAnyOf):
-        return qe.FieldCondition(condition.key, match=qe.MatchAny(list(condition.values)))
-    if isinstance(condition, pl.Between):
-        span = qe.RangeFloat(gte=condition.gte, gt=condition.gt, lte=condition.lte, lt=condition.lt)
-        return qe.FieldCondition(condition.key, range=span)
-    return qe.IsNullCondition(condition.key)
-
-
-@contextmanager
-def edge_errors(action: str) -> Iterator[None]:
-    """qdrant-edge raises bare ``Exception``; callers see StoreError, with the cause attached."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"qdrant-edge {action} failed: {exc}") from exc
-
-
 class EdgeMemoryStore:
-    def __init__(self, path: Path, collection: str, identity: StoreIdentity) -> None:
+    def __init__(
+        self, path: Path, collection: str, identity: StoreIdentity, options: HybridOptions | None = None
+    ) -> None:
         self._dir = path / collection
         self._identity = identity
+        self._options = options or HybridOptions()
         self._memories_shard: qe.EdgeShard | None = None
         self._events_shard: qe.EdgeShard | None = None
 
@@ -106,6 +82,7 @@ class EdgeMemoryStore:
             for shard, indexes in ((memories, _memory_indexes()), (events, _event_indexes())):
                 for field, schema in indexes.items():
                     shard.update(qe.UpdateOperation.create_field_index(field, schema))
+            index_keywords(memories)
 
     def _check_identity(self) -> None:
         record_path = self._dir / IDENTITY_FILE
@@ -167,7 +144,9 @@ class EdgeMemoryStore:
         points = []
         for memory, vector in zip(memories, vectors, strict=True):
             pl.check_vector(vector, self._identity)
-            points.append(qe.Point(pl.point_id(memory.id), {pl.DENSE_VECTOR: list(vector)}, pl.memory_payload(memory)))
+            keywords = kw.document_vector(kw.memory_context_line(memory))
+            vectors_of: dict[str, qe.NamedVector] = {pl.DENSE_VECTOR: list(vector), kw.SPARSE_VECTOR: keywords}
+            points.append(qe.Point(pl.point_id(memory.id), vectors_of, pl.memory_payload(memory)))
         if points:
             with edge_errors("upsert"):
                 self._memories.update(qe.UpdateOperation.upsert_points(points))
@@ -188,18 +167,36 @@ class EdgeMemoryStore:
         return pl.memory_from_payload(records[0].payload or {}) if records else None
 
     async def search(
-        self, scope: Scope, vector: Sequence[float], *, limit: int, include_invalidated: bool = False
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        include_invalidated: bool = False,
+        query_text: str | None = None,
+        score_threshold: float | None = None,
     ) -> list[ScoredMemory]:
         pl.check_vector(vector, self._identity)
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(list(vector), using=pl.DENSE_VECTOR),
-            filter=edge_filter(pl.search_conditions(scope, include_invalidated)),
-            with_payload=True,
-        )
+        where = edge_filter(pl.search_conditions(scope, include_invalidated))
+        dense = qe.Query.Nearest(list(vector), using=pl.DENSE_VECTOR)
+        fetch, options = self._options.fetch_limit(limit), self._options
+        sparse = kw.query_vector(query_text) if query_text and wants_keywords(options, query_text) else None
+        if sparse is None or not sparse.indices:
+            request = qe.QueryRequest(
+                limit=fetch, query=dense, filter=where, with_payload=True, score_threshold=score_threshold
+            )
+        else:
+            n = options.prefetch_limit(limit)
+            prefetches = [
+                qe.Prefetch(n, query=dense, filter=where, score_threshold=score_threshold),
+                qe.Prefetch(n, query=qe.Query.Nearest(sparse, using=kw.SPARSE_VECTOR), filter=where),
+            ]
+            request = qe.QueryRequest(limit=fetch, prefetches=prefetches, query=edge_fusion(options), with_payload=True)
         with edge_errors("search"):
             points = self._memories.query(request)
-        return [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=p.score) for p in points]
+        score = options.normalise if sparse is not None and sparse.indices else float
+        hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
+        return apply_recency(hits, options, utcnow(), limit)
 
     async def add_events(self, events: Sequence[MemoryEvent]) -> None:
         points = [qe.Point(pl.point_id(event.id), [1.0], pl.event_payload(event)) for event in events]
@@ -241,7 +238,7 @@ class EdgeMemoryStore:
 
     def _newest_all(self, conditions: Sequence[pl.Condition]) -> Iterator[Memory]:
         offset = 0
-        while page := self._newest(conditions, limit=_PAGE, offset=offset):
+        while page := self._newest(conditions, limit=PAGE, offset=offset):
             yield from page
             offset += len(page)
 
@@ -273,14 +270,3 @@ class EdgeMemoryStore:
             return self._newest(conditions, limit=limit, offset=offset)
         matching = [m for m in self._newest_all(conditions) if all(m.metadata.get(k) is v for k, v in flags.items())]
         return matching[offset : offset + limit]
-
-
-def filter_scroll(shard: qe.EdgeShard, where: qe.Filter) -> list[qe.Record]:
-    records: list[qe.Record] = []
-    offset: qe.PointId | None = None
-    with edge_errors("scroll"):
-        while True:
-            page, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=_PAGE, filter=where, with_payload=True))
-            records += page
-            if offset is None:
-                return records

@@ -10,24 +10,33 @@ import builtins
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import ApiException
 
 from mnemo.config import StoreSettings
 from mnemo.errors import ConfigError, StoreError, StoreMismatchError
-from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
+from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
+from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
+from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
+from mnemo.store.server_query import (
+    PAGE,
+    SPARSE_PARAMS,
+    document_sparse,
+    fusion_query,
+    hybrid_prefetches,
+    index_keywords,
+    server_errors,
+    server_filter,
+    sparse_vector,
+)
 
 logger = logging.getLogger(__name__)
 
-_PAGE = 1000
 _KEYWORD = models.PayloadSchemaType.KEYWORD
 _FLOAT = models.PayloadSchemaType.FLOAT
 _TENANT = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
@@ -46,34 +55,12 @@ _EVENT_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] 
 }
 
 
-def server_filter(conditions: Sequence[pl.Condition]) -> models.Filter:
-    return models.Filter(must=[_server_condition(condition) for condition in conditions])
-
-
-def _server_condition(condition: pl.Condition) -> models.Condition:
-    if isinstance(condition, pl.Match):
-        return models.FieldCondition(key=condition.key, match=models.MatchValue(value=condition.value))
-    if isinstance(condition, pl.MatchAnyOf):
-        return models.FieldCondition(key=condition.key, match=models.MatchAny(any=list(condition.values)))
-    if isinstance(condition, pl.Between):
-        span = models.Range(gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte)
-        return models.FieldCondition(key=condition.key, range=span)
-    return models.IsNullCondition(is_null=models.PayloadField(key=condition.key))
-
-
-@contextmanager
-def server_errors(action: str) -> Iterator[None]:
-    """The one place client failures (HTTP, API, local-mode) become StoreError."""
-    try:
-        yield
-    except (ApiException, httpx.HTTPError, OSError, ValueError, RuntimeError) as exc:
-        raise StoreError(f"qdrant {action} failed: {exc}") from exc
-
-
 class QdrantServerMemoryStore:
-    def __init__(self, settings: StoreSettings, identity: StoreIdentity) -> None:
+    def __init__(self, settings: StoreSettings, identity: StoreIdentity, options: HybridOptions | None = None) -> None:
         self._settings = settings
         self._identity = identity
+        self._options = options or HybridOptions()
+        self._keywords = True
         self._memories_name = settings.collection
         self._events_name = f"{settings.collection}_events"
         self._client_or_none: AsyncQdrantClient | None = None
@@ -124,6 +111,7 @@ class QdrantServerMemoryStore:
         if not await self._open_collection(self._memories_name, {pl.DENSE_VECTOR: dense}):
             return
         info = await self._client.get_collection(self._memories_name)
+        self._keywords = await index_keywords(self._client, self._memories_name, info.config.params.sparse_vectors)
         stored = pl.identity_from_record(info.config.metadata)
         if stored is not None:
             pl.check_identity(stored, self._identity, self._where)
@@ -148,7 +136,10 @@ class QdrantServerMemoryStore:
         if await self._client.collection_exists(name):
             return True
         metadata = pl.identity_record(self._identity) if name == self._memories_name else None
-        await self._client.create_collection(name, vectors_config=vectors, metadata=metadata)
+        sparse = {kw.SPARSE_VECTOR: SPARSE_PARAMS} if name == self._memories_name else None
+        await self._client.create_collection(
+            name, vectors_config=vectors, sparse_vectors_config=sparse, metadata=metadata
+        )
         return False
 
     async def _create_indexes(
@@ -182,9 +173,11 @@ class QdrantServerMemoryStore:
         points = []
         for memory, vector in zip(memories, vectors, strict=True):
             pl.check_vector(vector, self._identity)
-            point = models.PointStruct(
-                id=pl.point_id(memory.id), vector={pl.DENSE_VECTOR: list(vector)}, payload=pl.memory_payload(memory)
-            )
+            payload = pl.memory_payload(memory)
+            vectors_of: dict[str, models.Vector] = {pl.DENSE_VECTOR: list(vector)}
+            if self._keywords:
+                vectors_of[kw.SPARSE_VECTOR] = document_sparse(payload)
+            point = models.PointStruct(id=pl.point_id(memory.id), vector=vectors_of, payload=payload)
             points.append(point)
         if points:
             with server_errors("upsert"):
@@ -205,15 +198,51 @@ class QdrantServerMemoryStore:
         return pl.memory_from_payload(records[0].payload or {}) if records else None
 
     async def search(
-        self, scope: Scope, vector: Sequence[float], *, limit: int, include_invalidated: bool = False
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        include_invalidated: bool = False,
+        query_text: str | None = None,
+        score_threshold: float | None = None,
     ) -> list[ScoredMemory]:
         pl.check_vector(vector, self._identity)
         where = server_filter(pl.search_conditions(scope, include_invalidated))
+        options = self._options
+        keywords = self._keywords and wants_keywords(options, query_text)
+        sparse = sparse_vector(kw.query_vector(query_text)) if query_text and keywords else None
+        if sparse is not None and not sparse.indices:
+            sparse = None  # nothing but stop words: dense only
         with server_errors("search"):
+            points = await self._query(list(vector), sparse, where, limit, score_threshold)
+        score = options.normalise if sparse is not None else float
+        hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
+        return apply_recency(hits, options, utcnow(), limit)
+
+    async def _query(
+        self,
+        vector: list[float],
+        sparse: models.SparseVector | None,
+        where: models.Filter,
+        limit: int,
+        threshold: float | None,
+    ) -> list[models.ScoredPoint]:
+        fetch = self._options.fetch_limit(limit)
+        if sparse is None:
             response = await self._client.query_points(
-                self._memories_name, query=list(vector), using=pl.DENSE_VECTOR, query_filter=where, limit=limit
+                self._memories_name,
+                query=vector,
+                using=pl.DENSE_VECTOR,
+                query_filter=where,
+                limit=fetch,
+                score_threshold=threshold,
             )
-        return [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=p.score) for p in response.points]
+        else:
+            prefetch = hybrid_prefetches(vector, sparse, where, self._options.prefetch_limit(limit), threshold)
+            query = fusion_query(self._options)
+            response = await self._client.query_points(self._memories_name, prefetch=prefetch, query=query, limit=fetch)
+        return response.points
 
     async def add_events(self, events: Sequence[MemoryEvent]) -> None:
         points = [models.PointStruct(id=pl.point_id(e.id), vector=[1.0], payload=pl.event_payload(e)) for e in events]
@@ -225,9 +254,9 @@ class QdrantServerMemoryStore:
     async def list_events(self, user_id: str, *, memory_id: str | None = None) -> list[MemoryEvent]:
         where = server_filter(pl.user_conditions(user_id, memory_id))
         with server_errors("list_events"):
-            records, offset = await self._client.scroll(self._events_name, where, limit=_PAGE)
+            records, offset = await self._client.scroll(self._events_name, where, limit=PAGE)
             while offset is not None:
-                page, offset = await self._client.scroll(self._events_name, where, limit=_PAGE, offset=offset)
+                page, offset = await self._client.scroll(self._events_name, where, limit=PAGE, offset=offset)
                 records += page
         return pl.sort_events([pl.event_from_payload(record.payload or {}) for record in records])
 

@@ -394,3 +394,108 @@ async def test_edge_upserts_survive_a_crash_without_close(tmp_path: Path) -> Non
         assert await store.get(written.id) == written
     finally:
         await store.close()
+
+
+# --- hybrid search (dense + BM25 keywords) ----------------------------------------------
+
+
+async def test_hybrid_search_finds_a_keyword_match_the_dense_vector_misses(store: MemoryStore) -> None:
+    dog, hiking = memory("Adopted a greyhound named Pixel"), memory("Enjoys hiking")
+    await store.upsert([dog, hiking], [vec(0.0, 1.0), vec(1.0)])
+
+    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=10, query_text="greyhound")
+
+    assert [hit.memory.id for hit in found] == [dog.id, hiking.id]
+    assert all(0.0 < hit.score <= 1.0 for hit in found)
+    assert [hit.score for hit in found] == sorted((hit.score for hit in found), reverse=True)
+
+
+async def test_hybrid_search_matches_who_said_it(store: MemoryStore) -> None:
+    said_by = [memory("I loved the concert", metadata={"speaker": name, "session_date": "2023-05-08"}) for name in "AB"]
+    caroline = memory("I loved the concert", metadata={"speaker": "Caroline", "session_date": "2023-05-08"})
+    await put(store, *said_by, caroline)
+
+    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=1, query_text="What did Caroline love?")
+
+    assert [hit.memory.id for hit in found] == [caroline.id]
+
+
+async def test_hybrid_search_keeps_to_the_scope_and_to_valid_memories(store: MemoryStore) -> None:
+    mine, old, theirs = memory("tea"), memory("tea", invalid_at=T0), memory("tea", user="u2")
+    other = memory("coffee")
+    await store.upsert([mine, old, theirs, other], [vec(0.0, 1.0)] * 3 + [vec(1.0)])
+
+    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=10, query_text="tea")
+    everything = await store.search(Scope(user_id="u1"), vec(1.0), limit=10, query_text="tea", include_invalidated=True)
+
+    assert {hit.memory.id for hit in found} == {mine.id, other.id}
+    assert {hit.memory.id for hit in everything} == {mine.id, old.id, other.id}
+
+
+async def test_the_score_threshold_is_a_floor_on_dense_similarity_only(store: MemoryStore) -> None:
+    near, far_keyword, far = memory("near"), memory("Pixel the greyhound"), memory("far")
+    await store.upsert([near, far_keyword, far], [vec(1.0), vec(0.0, 1.0), vec(0.0, 1.0)])
+    scope = Scope(user_id="u1")
+
+    dense = await store.search(scope, vec(1.0), limit=10, score_threshold=0.5)
+    hybrid = await store.search(scope, vec(1.0), limit=10, score_threshold=0.5, query_text="greyhound")
+
+    assert [hit.memory.id for hit in dense] == [near.id]
+    assert {hit.memory.id for hit in hybrid} == {near.id, far_keyword.id}
+
+
+async def test_a_query_of_stop_words_searches_by_meaning_alone(store: MemoryStore) -> None:
+    near, far = memory("near"), memory("far")
+    await store.upsert([near, far], [vec(1.0), vec(0.0, 1.0)])
+
+    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=10, query_text="what is the")
+
+    assert [hit.memory.id for hit in found] == [near.id, far.id]
+    assert found[0].score == pytest.approx(1.0, abs=0.01)
+
+
+async def test_an_edge_store_made_before_hybrid_search_gets_keywords_on_open(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    from mnemo.store import payload as pl
+
+    old = memory("Adopted a greyhound")
+    shard_dir = tmp_path / "mnemo" / "memories"
+    shard_dir.mkdir(parents=True)
+    dense = qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)
+    shard = qe.EdgeShard.load(str(shard_dir), qe.EdgeConfig(vectors={pl.DENSE_VECTOR: dense}))
+    shard.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(pl.point_id(old.id), {"dense": vec(0.0, 1.0)}, pl.memory_payload(old))]
+        )
+    )
+    shard.close()
+
+    store = EdgeMemoryStore(tmp_path, "mnemo", IDENTITY)
+    await store.open()
+    try:
+        await put(store, memory("Enjoys hiking"))
+        found = await store.search(Scope(user_id="u1"), vec(1.0), limit=1, query_text="greyhound")
+    finally:
+        await store.close()
+
+    assert [hit.memory.id for hit in found] == [old.id]
+
+
+async def test_a_local_collection_made_before_hybrid_search_still_opens_and_searches(tmp_path: Path) -> None:
+    from qdrant_client import AsyncQdrantClient, models
+
+    client = AsyncQdrantClient(path=str(tmp_path))
+    dense = models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    await client.create_collection("mnemo", vectors_config={"dense": dense})
+    await client.close()
+    store = QdrantServerMemoryStore(StoreSettings(kind="qdrant", path=str(tmp_path), collection="mnemo"), IDENTITY)
+    await store.open()
+    try:
+        kept = memory("Adopted a greyhound")
+        await put(store, kept)
+        found = await store.search(Scope(user_id="u1"), vec(1.0), limit=1, query_text="greyhound")
+    finally:
+        await store.close()
+
+    assert [hit.memory.id for hit in found] == [kept.id]

@@ -84,6 +84,7 @@ class ScriptedUpstream:
     failures: list[Failure] = field(default_factory=list)
     malformed_llm_answers: int = 0
     open_streams: int = 0
+    json_delay_s: float = 0.0  # extraction and decision answers wait this long (slow jobs)
 
     def reset(self) -> None:
         self.requests.clear()
@@ -91,6 +92,7 @@ class ScriptedUpstream:
         self.decide = keep_new
         self.extract = clause_facts
         self.malformed_llm_answers = 0
+        self.json_delay_s = 0.0
         self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
 
     def of_task(self, task: str) -> list[Recorded]:
@@ -118,8 +120,14 @@ class ScriptedUpstream:
             error = failure.body or json.dumps({"error": {"message": f"scripted {failure.status}", "type": "scripted"}})
             return Response(error, status_code=failure.status, media_type="application/json")
         if recorded.task != "chat":
+            if self.json_delay_s:
+                await asyncio.sleep(self.json_delay_s)
             return self.json_answer(recorded)
         text = self.reply_for(body)
+        if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+            text = json.dumps({"reply": text})  # JSON mode: the same echo, as an object
+        if body.get("stream") and body.get("tools"):
+            return StreamingResponse(tool_call_stream(body, self.chunks), media_type="text/event-stream")
         if body.get("stream"):
             return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream")
         return JSONResponse(completion(body, text))
@@ -165,6 +173,22 @@ class ScriptedUpstream:
             yield b"data: [DONE]\n\n"
         finally:
             self.open_streams -= 1
+
+
+async def tool_call_stream(body: dict[str, Any], parts: int) -> AsyncIterator[bytes]:
+    """A streamed call of the request's first tool, as OpenAI sends one: the id and name first,
+    then the JSON arguments in pieces, then finish_reason "tool_calls"."""
+    name = body["tools"][0].get("function", {}).get("name", "tool")
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    arguments = json.dumps({"query": users[-1].get("content") if users else ""})
+    head = {"index": 0, "id": "call_scripted", "type": "function", "function": {"name": name, "arguments": ""}}
+    yield sse(chunk(body, {"role": "assistant", "content": None, "tool_calls": [head]}, None))
+    for piece in split(arguments, parts):
+        yield sse(chunk(body, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None))
+    yield sse(chunk(body, {}, "tool_calls"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield sse({**chunk(body, {}, None), "choices": [], "usage": usage(10, parts)})
+    yield b"data: [DONE]\n\n"
 
 
 def split(text: str, parts: int) -> list[str]:

@@ -20,6 +20,7 @@ from mnemo.prompts import DECISION_TASK_MARKER, EXTRACTION_TASK_MARKER
 from mnemo.queue import Exchange, ExchangeMessage
 from mnemo.store.base import StoreIdentity
 from mnemo.store.edge import EdgeMemoryStore
+from mnemo.store.keywords import context_line
 
 # One store for the module (opening a shard costs ~0.2 s); every test writes under its own user.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -360,8 +361,10 @@ async def test_llm_update_text_that_differs_from_the_fact_is_embedded_before_sto
         return [{"fact": 0, "action": "UPDATE", "id": 0, "text": "Lives in Berlin since May", "reason": "moved"}]
 
     await writer(store, embedder, ScriptedLLM(["Lives in Berlin"], rewrite)).process(exchange(scope, ("user", "x")))
-    assert embedder.calls == [["Lives in Berlin"], ["Lives in Berlin since May"]]
-    (hit,) = await store.search(scope, BagOfWordsEmbedder.vector("Lives in Berlin since May"), limit=1)
+    # Facts are embedded with their context (when, and who said it when known), as they are indexed.
+    dated = [context_line(text, NOW, {}) for text in ("Lives in Berlin", "Lives in Berlin since May")]
+    assert embedder.calls == [dated[:1], dated[1:]]
+    (hit,) = await store.search(scope, BagOfWordsEmbedder.vector(dated[1]), limit=1)
     assert (hit.memory.text, hit.memory.supersedes) == ("Lives in Berlin since May", city.id)
     assert hit.score == pytest.approx(1.0, abs=1e-4)
 

@@ -1,0 +1,1 @@
+"""Benchmarks: separate programs that measure Mnemo beside its peers and write bench/results/."""

@@ -1,0 +1,1 @@
+"""bench/overhead (see bench/README.md)."""

@@ -1,0 +1,215 @@
+"""bench/overhead: what a gateway adds to each chat request, beside the LiteLLM proxy.
+
+    .venv/bin/python -m bench.overhead.run [--rounds 3] [--requests 300] [--quick]
+
+One run starts a scripted upstream, a real ``mnemo up`` (embedded Redis, Qdrant Edge, the
+bundled embedder; the user holds 1,000 memories) and the LiteLLM proxy, then measures every
+target round by round, interleaved, at concurrency 1, 16 and 64, streaming and not. Writes
+bench/results/overhead.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import random
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import facts, stats, venvs
+from bench.overhead import report, targets
+from bench.overhead.load import Block, Target, new_client, run_block
+
+logger = logging.getLogger("bench.overhead")
+
+USER = "bench-user"
+SEEDED = 1000
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def build_targets(upstream: str, mnemo: str, litellm: str, names: list[str]) -> list[Target]:
+    def via_mnemo(mode: str) -> dict[str, str]:
+        return {"authorization": "Bearer sk-client", "x-mnemo-user-id": USER, "x-mnemo-memory": mode}
+
+    every = [
+        Target("direct", upstream + "/v1", {"authorization": "Bearer sk-up"}),
+        Target("mnemo-off", mnemo + "/v1", via_mnemo("off")),
+        Target("mnemo-read", mnemo + "/v1", via_mnemo("read")),
+        Target("mnemo-on", mnemo + "/v1", via_mnemo("on")),
+        Target("litellm", litellm + "/v1", {"authorization": f"Bearer {targets.MASTER_KEY}"}),
+    ]
+    return [target for target in every if target.name in names]
+
+
+def bodies(stream: bool, questions: Iterator[str]) -> Iterator[dict[str, object]]:
+    while True:
+        content = next(questions)
+        yield {"model": targets.MODEL, "messages": [{"role": "user", "content": content}], "stream": stream}
+
+
+def seed_memories(mnemo_url: str) -> None:
+    """1,000 memories for the bench user, through the memory API (embedded and stored for real)."""
+    texts = [fact.text for fact in facts.user_facts(USER, SEEDED, random.Random(3))]
+    for start in range(0, SEEDED, 100):
+        reply = httpx.post(f"{mnemo_url}/v1/memories", json={"user_id": USER, "facts": texts[start : start + 100]})
+        reply.raise_for_status()
+
+
+def scrape(mnemo_url: str) -> dict[str, float]:
+    text = httpx.get(mnemo_url + "/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    names = ("mnemo_retrieval_fail_open_total", "mnemo_queue_depth")
+    for name in (*names, "mnemo_retrieval_duration_seconds_sum", "mnemo_retrieval_duration_seconds_count"):
+        values[name] = sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+    return values
+
+
+def wait_for_queue(mnemo_url: str, timeout_s: float = 120) -> float:
+    started = time.monotonic()
+    while scrape(mnemo_url)["mnemo_queue_depth"] > 0 and time.monotonic() - started < timeout_s:
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def measure(
+    target: Target, service: targets.Service, stream: bool, concurrency: int, count: int, questions: Iterator[str]
+) -> tuple[Block, dict[str, Any]]:
+    is_mnemo = target.name.startswith("mnemo")
+    before_metrics = scrape(service.url) if is_mnemo else {}
+    cpu_before, _ = service.usage()
+    async with new_client(concurrency) as client:
+        block = await run_block(client, target, bodies(stream, questions), count, concurrency)
+    extra: dict[str, Any] = {}
+    if is_mnemo:
+        extra["queue_drain_s"] = round(wait_for_queue(service.url), 3)  # the worker's CPU belongs to this block
+        after = scrape(service.url)
+        extra["fail_open"] = (
+            after["mnemo_retrieval_fail_open_total"] - before_metrics["mnemo_retrieval_fail_open_total"]
+        )
+        count = (
+            after["mnemo_retrieval_duration_seconds_count"] - before_metrics["mnemo_retrieval_duration_seconds_count"]
+        )
+        spent = after["mnemo_retrieval_duration_seconds_sum"] - before_metrics["mnemo_retrieval_duration_seconds_sum"]
+        extra["retrieval_ms_mean"] = round(spent * 1000 / count, 3) if count else None
+    cpu_after, rss = service.usage()
+    extra["cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / max(1, len(block.total_ms)), 3)
+    extra["rss_mb"] = round(rss / 2**20, 1)
+    return block, extra
+
+
+def block_record(
+    target: str, stream: bool, concurrency: int, round_: int, block: Block, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "stream": stream,
+        "concurrency": concurrency,
+        "round": round_,
+        "ttft": stats.summary(block.ttft_ms),
+        "total": stats.summary(block.total_ms),
+        "requests_per_s": round(len(block.total_ms) / block.wall_s, 1) if block.wall_s else 0.0,
+        "errors": block.errors,
+        "with_memories": block.with_memories,
+        **extra,
+    }
+
+
+async def run_rounds(args: argparse.Namespace, plan: list[tuple[Target, targets.Service]]) -> list[dict[str, Any]]:
+    questions = iter(facts.unique_questions(10_000_000 if not args.quick else 100_000))
+    for target, service in plan:  # warm-up: connections, caches, JIT-free but lazy imports
+        for stream in (False, True):
+            await measure(target, service, stream, 4, 40, questions)
+    records: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for stream, concurrency in itertools.product((False, True), args.concurrency):
+            count = max(args.requests, concurrency * 4)
+            shift = (round_ + concurrency) % len(plan)
+            for target, service in plan[shift:] + plan[:shift]:
+                block, extra = await measure(target, service, stream, concurrency, count, questions)
+                records.append(block_record(target.name, stream, concurrency, round_, block, extra))
+                logger.info(
+                    "round %d %s c=%d stream=%s p50 %.2f ms",
+                    round_,
+                    target.name,
+                    concurrency,
+                    stream,
+                    records[-1]["total"]["p50"],
+                )
+    return records
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Gateway overhead: direct vs Mnemo vs LiteLLM proxy.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=150, help="requests per block (at least 4 x concurrency)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--targets", nargs="+", default=["direct", "mnemo-off", "mnemo-read", "mnemo-on", "litellm"])
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--first-chunk-ms", type=float, default=0.0)
+    parser.add_argument("--chunk-ms", type=float, default=0.0)
+    parser.add_argument("--redis-url", default=None, help="a Redis for Mnemo (default: its embedded Redis)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, 40 requests, concurrency 1 and 8")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests, args.concurrency = 1, 40, [1, 8]
+    return args
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args()
+    started = stats.machine()
+    litellm_python = venvs.litellm_python() if "litellm" in args.targets else None
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        workdir = Path(tmp)
+        services: list[targets.Service] = []
+        try:
+            up = targets.upstream(workdir, args.chunks, args.first_chunk_ms, args.chunk_ms).start()
+            services.append(up)
+            mnemo = targets.mnemo(workdir, up.url, args.redis_url).start()
+            services.append(mnemo)
+            seed_memories(mnemo.url)
+            proxy = targets.litellm(workdir, litellm_python, up.url).start() if litellm_python else None
+            if proxy:
+                services.append(proxy)
+            by_name = {"direct": up, "litellm": proxy}
+            plan = [
+                (t, by_name.get(t.name) or mnemo)
+                for t in build_targets(up.url, mnemo.url, proxy.url if proxy else "", args.targets)
+            ]
+            records = asyncio.run(run_rounds(args, plan))
+            memories = len(httpx.get(f"{mnemo.url}/v1/memories", params={"user_id": USER, "limit": 500}).json()["data"])
+        finally:
+            for service in reversed(services):
+                service.stop()
+    setup = {
+        "upstream": {"chunks": args.chunks, "first_chunk_ms": args.first_chunk_ms, "chunk_ms": args.chunk_ms},
+        "rounds": args.rounds,
+        "requests_per_block": args.requests,
+        "concurrency": args.concurrency,
+        "seeded_memories": SEEDED,
+        "memories_listed_at_end_capped_500": memories,
+        "mnemo": "mnemo up subprocess, embedder.threads=1, "
+        + ("redis " + args.redis_url if args.redis_url else "embedded Redis"),
+        "litellm": "litellm[proxy]==1.108.7, 1 worker, master key, telemetry off" if litellm_python else None,
+    }
+    result = report.build(records, setup, started, stats.machine())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overhead.json").write_text(json.dumps(result, indent=1))
+    (args.out / "overhead.md").write_text(report.markdown(result))
+    report.chart(result, args.out / "overhead.png")
+    print(report.markdown(result))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""bench/recall: feed LOCOMO conversations through Mnemo's ingestion, ask the questions through
+its retrieval, and compare evidence recall with BM25 and dense baselines over the raw turns.
+
+    .venv/bin/python -m bench.recall.run --data ../shared/bench/locomo-sample.json [--sweep]
+
+Raw mode always runs (a memory per turn, real embedder, real EdgeMemoryStore in a temp dir).
+Extraction mode needs an OpenAI-compatible LLM: ``--extraction-model openai/NAME --extraction-base-url URL``;
+without them it is skipped and the results say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from statistics import mean, median
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.recall import report
+from bench.recall.baselines import Bm25Index, DenseIndex
+from bench.recall.locomo import Conversation, load
+from bench.recall.metrics import Scores
+from gateway.injection import build_token_counter, render_block, select_memories
+from mnemo.config import ExtractionSettings, MemorySettings
+from mnemo.embedding import LocalOnnxEmbedder
+from mnemo.extraction import Extractor
+from mnemo.ingest import MemoryWriter
+from mnemo.llm import LiteLLMClient
+from mnemo.models import Scope
+from mnemo.queue import Exchange, ExchangeMessage
+from mnemo.retrieval import Retriever
+from mnemo.store.base import StoreIdentity
+from mnemo.store.edge import EdgeMemoryStore
+from mnemo.store.hybrid import HybridOptions
+from mnemo.store.keywords import context_line
+
+DEPTH = 20
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+Mode = Literal["raw", "llm"]
+
+
+def exchange_for(conversation: Conversation, index: int, mode: Mode, reply_context: bool = True) -> Exchange:
+    turn = conversation.turns[index]
+    # Turns keep their order inside a session: one second apart from the session's start.
+    at = turn.at + timedelta(seconds=index)
+    metadata: dict[str, Any] = {"speaker": turn.speaker, "session_date": turn.date, "dia_ids": [turn.dia_id]}
+    previous = conversation.turns[index - 1] if index else None
+    if reply_context and previous is not None and previous.session == turn.session:
+        metadata["reply_to"] = f"{previous.speaker}: {previous.text}"
+    return Exchange(
+        request_id=f"{conversation.sample_id}:{turn.dia_id}",
+        scope=Scope(user_id=conversation.sample_id, session_id=f"session_{turn.session}"),
+        model="bench",
+        messages=[ExchangeMessage(role="user", content=turn.text, name=turn.speaker)],
+        reply="",
+        started_at=at,
+        completed_at=at,
+        extraction_mode=mode,
+        metadata=metadata,
+    )
+
+
+async def ingest(
+    conversations: list[Conversation], writer: MemoryWriter, mode: Mode, reply_context: bool
+) -> dict[str, float]:
+    started, count = time.perf_counter(), 0
+    for conversation in conversations:
+        for index in range(len(conversation.turns)):
+            result = await writer.process(exchange_for(conversation, index, mode, reply_context))
+            count += len(result.created)
+    seconds = time.perf_counter() - started
+    return {"memories": count, "seconds": round(seconds, 1), "per_turn_ms": round(1000 * seconds / max(1, count), 2)}
+
+
+async def ask(
+    conversations: list[Conversation], retriever: Retriever, memory: MemorySettings, counter: Any = None
+) -> dict[str, Any]:
+    scores, tokens, injected, latency = Scores(), [], [], []
+    for conversation in conversations:
+        scope = Scope(user_id=conversation.sample_id)
+        for question in conversation.questions:
+            started = time.perf_counter()
+            hits = await retriever.search(scope, question.text, limit=DEPTH, threshold=memory.score_threshold)
+            latency.append(1000 * (time.perf_counter() - started))
+            scores.add(question, [hit.memory.metadata.get("dia_ids", []) for hit in hits])
+            if counter is not None:
+                chosen = select_memories(hits[: memory.top_k], memory.token_budget, counter)
+                tokens.append(counter(render_block(chosen)) if chosen else 0)
+                injected.append(len(chosen))
+    result: dict[str, Any] = {"recall": scores.summary(), "search_ms_p50": round(median(latency), 2)}
+    if tokens:
+        ordered = sorted(tokens)
+        result["tokens"] = {
+            "mean": round(mean(tokens), 1),
+            "p50": ordered[len(ordered) // 2],
+            "p95": ordered[int(len(ordered) * 0.95)],
+            "max": ordered[-1],
+            "memories_mean": round(mean(injected), 2),
+            "top_k": memory.top_k,
+            "budget": memory.token_budget,
+        }
+    return result
+
+
+async def baselines(conversations: list[Conversation], embedder: LocalOnnxEmbedder) -> dict[str, Any]:
+    bm25, dense = Scores(), Scores()
+    for conversation in conversations:
+        lines = [context_line(t.text, t.at, {"speaker": t.speaker}) for t in conversation.turns]
+        groups = [[t.dia_id] for t in conversation.turns]
+        keyword_index = Bm25Index(lines)
+        vectors = [v for start in range(0, len(lines), 64) for v in embedder.encode(lines[start : start + 64])]
+        dense_index = DenseIndex(np.asarray(vectors))
+        for question in conversation.questions:
+            bm25.add(question, [groups[i] for i in keyword_index.rank(question.text, DEPTH)])
+            (query,) = await embedder.embed([question.text])
+            dense.add(question, [groups[i] for i in dense_index.rank(query, DEPTH)])
+    return {"bm25": bm25.summary(), "dense": dense.summary()}
+
+
+SWEEP: list[tuple[str, dict[str, Any]]] = [
+    ("defaults (dbsf, 20 candidates)", {}),
+    ("dense only", {"fusion": "dense"}),
+    ("dbsf, 50 candidates", {"hybrid_candidates": 50}),
+    ("rrf k=5, 20 candidates", {"fusion": "rrf"}),
+    ("rrf k=5, 50 candidates", {"fusion": "rrf", "hybrid_candidates": 50}),
+    ("rrf k=60, 50 candidates", {"fusion": "rrf", "rrf_k": 60, "hybrid_candidates": 50}),
+    ("rrf k=5, keyword weight 2", {"fusion": "rrf", "keyword_weight": 2.0}),
+    ("rrf k=5, keyword weight 0.5", {"fusion": "rrf", "keyword_weight": 0.5}),
+    ("recency half-life 30 d", {"recency_half_life_days": 30.0}),
+    ("recency half-life 365 d", {"recency_half_life_days": 365.0}),
+    ("threshold 0.0", {"score_threshold": 0.0}),
+    ("threshold 0.3", {"score_threshold": 0.3}),
+]
+
+
+def open_store(path: Path, identity: StoreIdentity, memory: MemorySettings) -> EdgeMemoryStore:
+    return EdgeMemoryStore(path, "mnemo", identity, HybridOptions.from_settings(memory))
+
+
+async def run_mode(
+    conversations: list[Conversation], embedder: LocalOnnxEmbedder, mode: Mode, args: argparse.Namespace
+) -> dict[str, Any]:
+    memory = MemorySettings()
+    identity = StoreIdentity(embedder.model_id, embedder.dimension)
+    extractor = Extractor(LiteLLMClient(extraction_settings(args))) if mode == "llm" else None
+    with tempfile.TemporaryDirectory(prefix="mnemo-recall-") as tmp:
+        store = open_store(Path(tmp), identity, memory)
+        await store.open()
+        try:
+            writer = MemoryWriter(store, embedder, extractor, mode)
+            result = {"ingest": await ingest(conversations, writer, mode, not args.no_reply_context)}
+            result |= await ask(conversations, Retriever(embedder, store), memory, build_token_counter())
+        finally:
+            await store.close()
+        if args.sweep and mode == "raw":
+            result["sweep"] = await sweep(conversations, embedder, Path(tmp), identity)
+    return result
+
+
+async def sweep(
+    conversations: list[Conversation], embedder: LocalOnnxEmbedder, path: Path, identity: StoreIdentity
+) -> list[dict[str, Any]]:
+    rows = []
+    for name, changes in SWEEP:
+        memory = MemorySettings(**changes)
+        store = open_store(path, identity, memory)
+        await store.open()
+        try:
+            found = await ask(conversations, Retriever(embedder, store), memory)
+        finally:
+            await store.close()
+        rows.append({"variant": name, "settings": changes, **found})
+        logging.info("sweep %s: any@10 %.1f", name, found["recall"]["overall"]["any@10"])
+    return rows
+
+
+def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
+    return ExtractionSettings(
+        mode="llm", model=args.extraction_model, base_url=args.extraction_base_url, api_key_env=args.api_key_env
+    )
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    conversations = load(Path(args.data))
+    embedder = LocalOnnxEmbedder(threads=1)
+    try:
+        results: dict[str, Any] = {"run": report.run_info(args, conversations)}
+        results["baselines"] = await baselines(conversations, embedder)
+        results["raw"] = await run_mode(conversations, embedder, "raw", args)
+        if args.extraction_model and args.extraction_base_url:
+            results["llm"] = await run_mode(conversations, embedder, "llm", args)
+        else:
+            results["llm"] = {"skipped": "no --extraction-model/--extraction-base-url given"}
+    finally:
+        await embedder.close()
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="LOCOMO-format JSON (never copied into the repo)")
+    parser.add_argument("--sweep", action="store_true", help="also measure fusion/knob variants on the raw store")
+    parser.add_argument(
+        "--no-reply-context", action="store_true", help="do not pass the previous turn as metadata.reply_to"
+    )
+    parser.add_argument("--extraction-model", help="litellm model for extraction mode, e.g. openai/gpt-4o-mini")
+    parser.add_argument("--extraction-base-url", help="OpenAI-compatible base URL for extraction mode")
+    parser.add_argument("--api-key-env", help="environment variable holding the extraction API key")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where recall.json and recall.md go")
+    return parser.parse_args(argv)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_args(argv)
+    results = asyncio.run(main(args))
+    report.write(results, args.out)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""bench/search (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""bench/worker (see bench/README.md)."""

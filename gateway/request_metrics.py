@@ -1,0 +1,79 @@
+"""Counting every request and timing chats: a pure ASGI middleware (safe on streaming routes).
+
+The route label is the matched route's template (``/v1/memories/{memory_id}``), never the raw
+path, and the model label is the model table row that served the chat (a configured name, or
+``*``), never the client's string: label values stay a small, fixed set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.metrics import Metrics
+from gateway.upstream import ModelTable
+
+CHAT_ROUTE = "/v1/chat/completions"
+# Set on request.state by the chat handler, read back here once the response is done.
+MODEL_STATE_KEY = "metrics_model"
+STREAM_STATE_KEY = "metrics_stream"
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        timing = ResponseTiming()
+
+        async def timed_send(message: Message) -> None:
+            timing.see(message)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            record(scope, timing, started)
+
+
+class ResponseTiming:
+    def __init__(self) -> None:
+        self.status = 500  # an exception before the response started becomes a 500
+        self.first_byte: float | None = None
+
+    def see(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif message["type"] == "http.response.body" and self.first_byte is None and message.get("body"):
+            self.first_byte = time.perf_counter()
+
+
+def record(scope: Scope, timing: ResponseTiming, started: float) -> None:
+    state: dict[str, Any] = scope.get("state") or {}
+    services = state.get("services")
+    if services is None:  # the lifespan did not run (or failed): nothing to count into
+        return
+    metrics: Metrics = services.metrics
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    model = str(state.get(MODEL_STATE_KEY) or "")
+    metrics.inc("mnemo_requests_total", method=scope["method"], model=model, route=template, status=str(timing.status))
+    if template == CHAT_ROUTE and timing.status == 200:
+        ended = time.perf_counter()
+        first = timing.first_byte or ended
+        metrics.observe_chat(
+            stream=bool(state.get(STREAM_STATE_KEY)), ttft_s=first - started, duration_s=ended - started
+        )
+
+
+def mark_chat(request: Request, models: ModelTable, model: str, stream: bool) -> None:
+    """Label this request's metrics with its model row and whether it streams."""
+    request.state.metrics_model = model if model in models.public_models() else "*"
+    request.state.metrics_stream = stream

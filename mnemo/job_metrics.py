@@ -1,0 +1,90 @@
+"""Worker metrics kept in Redis, so any gateway's /metrics reports every worker's jobs.
+
+In server mode the workers are other processes (often other machines) than the gateways, so
+they cannot share an in-memory registry, and scraping each worker would need a port per
+worker. Instead each job adds its outcome, duration and LLM usage to one Redis hash per
+queue with HINCRBY (atomic, one round trip), and the gateway reads the hash at scrape time.
+Under ``mnemo up`` the same path is used; there the hash lives in the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+JOB_METRICS_KEY = "mnemo:metrics:worker:{queue_name}"
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+OUTCOMES = ("applied", "already_applied", "failed", "retry", "error")
+WRITE_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    outcome: str
+    duration_s: float
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    memories_created: int = 0
+    memories_invalidated: int = 0
+
+
+@dataclass
+class JobTotals:
+    """What the hash holds, read back: counters by field, and the duration histogram."""
+
+    jobs: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    buckets: dict[float, float] = field(default_factory=dict)
+    duration_sum: float = 0.0
+    duration_count: float = 0.0
+
+
+def _bucket_field(bound: float) -> str:
+    return f"duration_bucket:{bound:g}"
+
+
+async def record_job(redis: Any, queue_name: str, record: JobRecord) -> None:
+    """Add one job to the totals; never fails the job (metrics are best effort)."""
+    key = JOB_METRICS_KEY.format(queue_name=queue_name)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hincrby(key, f"jobs:{record.outcome}", 1)
+    pipe.hincrbyfloat(key, "duration_sum", record.duration_s)
+    pipe.hincrby(key, "duration_count", 1)
+    for bound in DURATION_BUCKETS:
+        if record.duration_s <= bound:
+            pipe.hincrby(key, _bucket_field(bound), 1)
+    for name in ("llm_calls", "prompt_tokens", "completion_tokens", "memories_created", "memories_invalidated"):
+        if value := getattr(record, name):
+            pipe.hincrby(key, name, value)
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await pipe.execute()
+    except Exception as exc:  # a metrics write must never turn a done job into a retried one
+        logger.warning("could not record job metrics: %s", exc)
+
+
+def parse_totals(raw: dict[bytes, bytes] | dict[str, str]) -> JobTotals:
+    totals = JobTotals()
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        number = float(value)
+        if name.startswith("jobs:"):
+            totals.jobs[name[5:]] = number
+        elif name.startswith("duration_bucket:"):
+            totals.buckets[float(name[16:])] = number
+        elif name == "duration_sum":
+            totals.duration_sum = number
+        elif name == "duration_count":
+            totals.duration_count = number
+        else:
+            totals.counters[name] = number
+    return totals
+
+
+async def read_totals(redis: Any, queue_name: str) -> JobTotals:
+    return parse_totals(await redis.hgetall(JOB_METRICS_KEY.format(queue_name=queue_name)))

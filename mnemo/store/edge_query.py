@@ -1,0 +1,85 @@
+"""Qdrant Edge plumbing shared by the edge store: filter translation, error mapping, paging,
+fusion, and the keyword-vector upgrade of shards made before hybrid search."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import cast
+
+import qdrant_edge as qe
+
+from mnemo.errors import StoreError
+from mnemo.store import keywords as kw
+from mnemo.store import payload as pl
+from mnemo.store.hybrid import HybridOptions
+
+logger = logging.getLogger(__name__)
+
+PAGE = 1000
+
+
+def edge_filter(conditions: Sequence[pl.Condition]) -> qe.Filter:
+    return qe.Filter(must=[_edge_condition(condition) for condition in conditions])
+
+
+def _edge_condition(condition: pl.Condition) -> qe.FieldCondition | qe.IsNullCondition:
+    if isinstance(condition, pl.Match):
+        if isinstance(condition.value, bool):
+            raise StoreError("qdrant-edge cannot match boolean payload values")
+        return qe.FieldCondition(condition.key, match=qe.MatchValue(condition.value))
+    if isinstance(condition, pl.MatchAnyOf):
+        return qe.FieldCondition(condition.key, match=qe.MatchAny(list(condition.values)))
+    if isinstance(condition, pl.Between):
+        span = qe.RangeFloat(gte=condition.gte, gt=condition.gt, lte=condition.lte, lt=condition.lt)
+        return qe.FieldCondition(condition.key, range=span)
+    return qe.IsNullCondition(condition.key)
+
+
+@contextmanager
+def edge_errors(action: str) -> Iterator[None]:
+    """qdrant-edge raises bare ``Exception``; callers see StoreError, with the cause attached."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"qdrant-edge {action} failed: {exc}") from exc
+
+
+def edge_fusion(options: HybridOptions) -> qe.Fusion:
+    # The stubs type the nested Rrf/Dbsf classes apart from Fusion, which is what query= accepts.
+    if options.fusion == "dbsf":
+        return cast(qe.Fusion, qe.Fusion.Dbsf())
+    return cast(qe.Fusion, qe.Fusion.Rrf(k=options.rrf_k, weights=options.weights))
+
+
+def index_keywords(shard: qe.EdgeShard) -> None:
+    """Give the shard its keyword vector, and memories written before it existed their keywords.
+
+    Creating the sparse vector again is a no-op, and only points lacking it are rewritten, so an
+    upgrade interrupted half-way finishes on the next open."""
+    shard.update(qe.UpdateOperation.create_sparse_vector(kw.SPARSE_VECTOR, modifier=qe.Modifier.Idf))
+    lacking = filter_scroll(shard, qe.Filter(must_not=[qe.HasVectorCondition(kw.SPARSE_VECTOR)]))
+    for start in range(0, len(lacking), PAGE):
+        page = lacking[start : start + PAGE]
+        lines = [kw.memory_context_line(pl.memory_from_payload(record.payload or {})) for record in page]
+        updates = [
+            qe.PointVectors(record.id, {kw.SPARSE_VECTOR: kw.document_vector(line)})
+            for record, line in zip(page, lines, strict=True)
+        ]
+        shard.update(qe.UpdateOperation.update_vectors(updates))
+    if lacking:
+        logger.info("indexed keywords of %d memories stored before hybrid search", len(lacking))
+
+
+def filter_scroll(shard: qe.EdgeShard, where: qe.Filter) -> list[qe.Record]:
+    records: list[qe.Record] = []
+    offset: qe.PointId | None = None
+    with edge_errors("scroll"):
+        while True:
+            page, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=PAGE, filter=where, with_payload=True))
+            records += page
+            if offset is None:
+                return records

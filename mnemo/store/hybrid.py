@@ -1,0 +1,78 @@
+"""How dense and keyword results are fused and scored, shared by both backends.
+
+Each backend runs two prefetches (dense nearest neighbours, BM25 sparse) with the scope and
+validity filter on each, and fuses them in Qdrant. Fused scores are mapped back onto 0..1 here,
+so a hit ranked first by both signals scores 1.0 whatever the fusion. The caller's score
+threshold is a floor on dense similarity (cosine), applied to the dense prefetch only: keyword
+matches are found whatever their cosine, which is the point of the keyword side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from mnemo.config import MemorySettings
+from mnemo.models import ScoredMemory
+
+Fusion = Literal["rrf", "dbsf", "dense"]
+_SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class HybridOptions:
+    fusion: Fusion = "dbsf"
+    rrf_k: int = 5
+    candidates: int = 20  # per prefetch
+    keyword_weight: float = 1.0  # RRF weight of the keyword list; the dense list weighs 1.0
+    recency_half_life_days: float | None = None
+
+    @classmethod
+    def from_settings(cls, memory: MemorySettings) -> HybridOptions:
+        return cls(
+            fusion=memory.fusion,
+            rrf_k=memory.rrf_k,
+            candidates=memory.hybrid_candidates,
+            keyword_weight=memory.keyword_weight,
+            recency_half_life_days=memory.recency_half_life_days,
+        )
+
+    @property
+    def weights(self) -> list[float]:
+        return [1.0, self.keyword_weight]
+
+    def fetch_limit(self, limit: int) -> int:
+        # Recency re-ranks after fusion, so it needs more than the final page to choose from.
+        return max(limit, self.candidates) if self.recency_half_life_days else limit
+
+    def prefetch_limit(self, limit: int) -> int:
+        return max(limit, self.candidates)
+
+    def normalise(self, fused: float) -> float:
+        if self.fusion == "rrf":
+            # Qdrant's weighted RRF adds 1 / (k - 1 + (rank + 1) / weight) per list, rank from 0.
+            return fused / sum(1 / (self.rrf_k - 1 + 1 / weight) for weight in self.weights)
+        if self.fusion == "dbsf":
+            return fused / 2  # each prefetch contributes at most 1
+        return fused
+
+
+def wants_keywords(options: HybridOptions, query_text: str | None) -> bool:
+    return options.fusion != "dense" and bool(query_text and query_text.strip())
+
+
+def apply_recency(
+    hits: Sequence[ScoredMemory], options: HybridOptions, now: datetime, limit: int
+) -> list[ScoredMemory]:
+    """Halve a memory's score every ``recency_half_life_days`` of age, then re-rank."""
+    half_life = options.recency_half_life_days
+    if not half_life:
+        return list(hits)[:limit]
+    rescored = []
+    for hit in hits:
+        age_days = max(0.0, (now - hit.memory.created_at).total_seconds() / _SECONDS_PER_DAY)
+        rescored.append(ScoredMemory(memory=hit.memory, score=hit.score * 0.5 ** (age_days / half_life)))
+    rescored.sort(key=lambda hit: hit.score, reverse=True)
+    return rescored[:limit]

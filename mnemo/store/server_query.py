@@ -1,0 +1,97 @@
+"""qdrant-client plumbing shared by the server store: filter translation, error mapping,
+hybrid queries, and the keyword-vector upgrade of collections made before hybrid search."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import qdrant_edge as qe
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ApiException
+
+from mnemo.errors import StoreError
+from mnemo.store import keywords as kw
+from mnemo.store import payload as pl
+from mnemo.store.hybrid import HybridOptions
+
+logger = logging.getLogger(__name__)
+
+PAGE = 1000
+SPARSE_PARAMS = models.SparseVectorParams(modifier=models.Modifier.IDF)
+
+
+def server_filter(conditions: Sequence[pl.Condition]) -> models.Filter:
+    return models.Filter(must=[_server_condition(condition) for condition in conditions])
+
+
+def _server_condition(condition: pl.Condition) -> models.Condition:
+    if isinstance(condition, pl.Match):
+        return models.FieldCondition(key=condition.key, match=models.MatchValue(value=condition.value))
+    if isinstance(condition, pl.MatchAnyOf):
+        return models.FieldCondition(key=condition.key, match=models.MatchAny(any=list(condition.values)))
+    if isinstance(condition, pl.Between):
+        span = models.Range(gt=condition.gt, gte=condition.gte, lt=condition.lt, lte=condition.lte)
+        return models.FieldCondition(key=condition.key, range=span)
+    return models.IsNullCondition(is_null=models.PayloadField(key=condition.key))
+
+
+@contextmanager
+def server_errors(action: str) -> Iterator[None]:
+    """The one place client failures (HTTP, API, local-mode) become StoreError."""
+    try:
+        yield
+    except (ApiException, httpx.HTTPError, OSError, ValueError, RuntimeError) as exc:
+        raise StoreError(f"qdrant {action} failed: {exc}") from exc
+
+
+def sparse_vector(vector: qe.SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+def document_sparse(payload: Mapping[str, Any]) -> models.SparseVector:
+    return sparse_vector(kw.document_vector(kw.memory_context_line(pl.memory_from_payload(payload))))
+
+
+def fusion_query(options: HybridOptions) -> models.RrfQuery | models.FusionQuery:
+    if options.fusion == "dbsf":
+        return models.FusionQuery(fusion=models.Fusion.DBSF)
+    return models.RrfQuery(rrf=models.Rrf(k=options.rrf_k, weights=options.weights))
+
+
+def hybrid_prefetches(
+    vector: list[float], sparse: models.SparseVector, where: models.Filter, limit: int, threshold: float | None
+) -> list[models.Prefetch]:
+    return [
+        models.Prefetch(query=vector, using=pl.DENSE_VECTOR, filter=where, limit=limit, score_threshold=threshold),
+        models.Prefetch(query=sparse, using=kw.SPARSE_VECTOR, filter=where, limit=limit),
+    ]
+
+
+async def index_keywords(client: AsyncQdrantClient, name: str, sparse_vectors: object) -> bool:
+    """Add the keyword vector to a collection made before hybrid search and index what it holds;
+    return whether the collection has keywords now. qdrant-client's local mode cannot add a vector
+    to an existing collection: such a store keeps working with dense search only."""
+    if not (isinstance(sparse_vectors, dict) and kw.SPARSE_VECTOR in sparse_vectors):
+        try:
+            await client.update_collection(name, sparse_vectors_config={kw.SPARSE_VECTOR: SPARSE_PARAMS})
+        except (ApiException, ValueError) as exc:
+            logger.warning("collection %s has no keyword vector and cannot get one (%s): dense search only", name, exc)
+            return False
+    lacking = models.Filter(must_not=[models.HasVectorCondition(has_vector=kw.SPARSE_VECTOR)])
+    count = 0
+    while True:
+        page, _ = await client.scroll(name, lacking, limit=PAGE, with_payload=True)
+        if not page:
+            break
+        updates = [
+            models.PointVectors(id=r.id, vector={kw.SPARSE_VECTOR: document_sparse(r.payload or {})}) for r in page
+        ]
+        await client.update_vectors(name, updates)
+        count += len(page)
+    if count:
+        logger.info("indexed keywords of %d memories stored before hybrid search", count)
+    return True

@@ -1,0 +1,120 @@
+"""Redis outage: a private redis-server is SIGKILLed while chats keep coming. Chats still
+succeed, exchanges wait in the durable outbox in the data directory, and once Redis is back
+(also after a gateway restart in between) every exchange is processed exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+from arq.constants import result_key_prefix
+from arq.jobs import deserialize_result
+
+from mnemo.config import Settings
+from mnemo.queue import exchange_job_id
+from tests.conftest import wait_until
+from tests.support.ledger import Tally, thread_tally
+from tests.support.probes import drain, metric
+from tests.support.redis_server import RedisServer
+from tests.support.servers import MnemoThread
+from tests.support.upstream import ScriptedUpstream
+
+USER = "outage-user"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+def outage_settings(make_settings: Callable[..., Settings], redis: RedisServer) -> Settings:
+    return make_settings(
+        extraction="raw",
+        redis={"url": redis.url, "enqueue_timeout_s": 0.5},
+        worker={"job_timeout_s": 5},
+    )
+
+
+def send(mnemo: MnemoThread, sent: dict[str, str], text: str) -> None:
+    """One chat; it must succeed whatever Redis is doing. Records its request id."""
+    response = httpx.post(
+        mnemo.url + "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
+        headers={"X-Mnemo-User-Id": USER, "Authorization": "Bearer sk-client"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"Echo: {text}"
+    sent[response.headers["x-mnemo-request-id"]] = USER
+
+
+def wait_for_exact(mnemo: MnemoThread, sent: dict[str, str], timeout: float = 30) -> Tally:
+    wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=timeout, interval=0.2)
+    drain(mnemo)
+    return thread_tally(mnemo, sent)
+
+
+def test_chats_survive_a_redis_sigkill_and_every_exchange_is_processed_once_it_is_back(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, redis_server: RedisServer
+) -> None:
+    mnemo = MnemoThread(outage_settings(make_settings, redis_server)).start()
+    sent: dict[str, str] = {}
+    try:
+        for i in range(5):
+            send(mnemo, sent, f"I collect stamp number {i}")
+        redis_server.kill()
+        for i in range(5, 15):
+            send(mnemo, sent, f"I collect stamp number {i}")
+        assert metric(mnemo, "mnemo_outbox_writes_total") >= 10
+        assert httpx.get(mnemo.url + "/readyz").json()["checks"]["queue"].startswith("unavailable")
+        redis_server.start()
+        result = wait_for_exact(mnemo, sent)
+        assert metric(mnemo, "mnemo_enqueue_failures_total", reason="outbox_full") == 0
+    finally:
+        mnemo.stop()
+    assert result == Tally(sent=15, stored=15, duplicated=0, lost=0)
+
+
+def test_the_outbox_outlives_a_gateway_restart_while_redis_is_down(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, redis_server: RedisServer
+) -> None:
+    settings = outage_settings(make_settings, redis_server)
+    sent: dict[str, str] = {}
+    first = MnemoThread(settings).start()
+    try:
+        send(first, sent, "I own a red kayak")
+        wait_until(lambda: thread_tally(first, sent).stored == 1)
+        redis_server.kill()
+        for i in range(8):
+            send(first, sent, f"I visited lighthouse number {i}")
+        assert metric(first, "mnemo_outbox_writes_total") == 8
+    finally:
+        first.stop()  # Redis is still down: the 8 exchanges are only in data_dir/outbox.sqlite3
+
+    second = MnemoThread(settings).start()
+    try:
+        assert httpx.get(second.url + "/readyz").status_code == 503
+        send(second, sent, "I visited lighthouse number 8")  # queues behind the older ones
+        redis_server.start()
+        result = wait_for_exact(second, sent)
+    finally:
+        second.stop()
+    assert result == Tally(sent=10, stored=10, duplicated=0, lost=0)
+    assert len(job_sequences(redis_server, sent)) == 10
+    # The outbox delivered in the order the exchanges completed: their sequence numbers ascend.
+    assert job_sequences(redis_server, sent) == sorted(job_sequences(redis_server, sent))
+
+
+def job_sequences(redis: RedisServer, sent: dict[str, str]) -> list[int]:
+    """The per-user number each job carried, from arq's kept results, in the order sent."""
+    client = redis_sync.Redis.from_url(redis.url)
+    try:
+        results = [client.get(result_key_prefix + exchange_job_id(request_id)) for request_id in sent]
+    finally:
+        client.close()
+    return [deserialize_result(raw).result["sequence"] for raw in results if raw is not None]

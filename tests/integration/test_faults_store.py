@@ -1,0 +1,152 @@
+"""The store or the embedder down or slow: chats are answered without memory inside the
+retrieval budget (counted in /metrics), /readyz names the degraded dependency, and the
+worker retries the exchange with backoff until the dependency is back, dropping nothing.
+(A closed, raising or slow *store search* is covered by test_gateway_memory.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis as redis_sync
+from arq.constants import result_key_prefix
+from arq.jobs import deserialize_result
+
+from mnemo.config import Settings
+from mnemo.errors import EmbedderError, StoreError
+from mnemo.models import Scope
+from mnemo.queue import exchange_job_id
+from tests.conftest import REDIS_URL, wait_until
+from tests.support.ledger import Tally, thread_tally
+from tests.support.probes import drain, metric, running
+from tests.support.servers import MnemoThread
+from tests.support.upstream import ScriptedUpstream
+
+FAILED_TRIES = 3  # the outage lasts until the worker has tried (and backed off) this many times
+
+
+@pytest.fixture
+def mnemo(make_settings: Callable[..., Settings]) -> Iterator[MnemoThread]:
+    settings = make_settings(
+        extraction="raw", memory={"retrieval_timeout_ms": 300, "score_threshold": -1.0}, worker={"max_tries": 10}
+    )
+    with running(settings) as started:
+        yield started
+
+
+class Outage:
+    """Replaces methods of the store or embedder with failing (or hanging) ones, counting calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.calls: dict[str, int] = {}
+
+    def fail(self, target: object, name: str, error: Exception) -> None:
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            raise error
+
+        self.monkeypatch.setattr(target, name, broken)
+
+    def hang(self, target: object, name: str) -> None:
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            await asyncio.sleep(3600)
+
+        self.monkeypatch.setattr(target, name, slow)
+
+    def end(self) -> None:
+        self.monkeypatch.undo()
+
+
+def chat(mnemo: MnemoThread, user: str, text: str, memory: str = "on") -> httpx.Response:
+    response = httpx.post(
+        mnemo.url + "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
+        headers={"X-Mnemo-User-Id": user, "X-Mnemo-Memory": memory, "Authorization": "Bearer sk-client"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"Echo: {text}"
+    return response
+
+
+def seed(mnemo: MnemoThread, user: str, text: str) -> None:
+    chat(mnemo, user, text)
+    wait_until(lambda: [m.text for m in mnemo.call(lambda core: core.store.list(Scope(user_id=user)))] == [text])
+
+
+def job_try(request_id: str) -> int:
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    try:
+        raw = client.get(result_key_prefix + exchange_job_id(request_id))
+    finally:
+        client.close()
+    assert raw is not None
+    return int(deserialize_result(raw).job_try)
+
+
+def readiness(mnemo: MnemoThread) -> tuple[int, dict[str, str]]:
+    response = httpx.get(mnemo.url + "/readyz", timeout=10)
+    return response.status_code, response.json()["checks"]
+
+
+@pytest.mark.parametrize("dependency", ["store", "embedder"])
+def test_a_dependency_that_is_down_fails_chats_open_and_the_worker_retries_until_it_is_back(
+    mnemo: MnemoThread, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch, dependency: str
+) -> None:
+    user = f"down-{dependency}-{uuid.uuid4().hex[:8]}"
+    seed(mnemo, user, "I live in Austin")
+    outage = Outage(monkeypatch)
+    if dependency == "store":
+        for name in ("search", "upsert", "ping", "list"):
+            outage.fail(mnemo.core.store, name, StoreError("scripted: store down"))
+    else:
+        outage.fail(mnemo.core.embedder, "embed", EmbedderError("scripted: embedder down"))
+
+    answered = chat(mnemo, user, "I moved to Denver")
+    assert answered.headers["x-mnemo-memories"] == "0"
+    reason = "StoreError" if dependency == "store" else "EmbedderError"
+    assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason=reason) == 1
+    status, checks = readiness(mnemo)
+    assert status == 503 and checks[dependency].startswith("unavailable") and checks["queue"] == "ok"
+    # Each try of the job searches (store) or embeds (embedder) first; the chat did so once too,
+    # and the readiness probe embeds.
+    failing, before_job = ("search", 1) if dependency == "store" else ("embed", 2)
+    wait_until(lambda: outage.calls.get(failing, 0) >= before_job + FAILED_TRIES, timeout=20)
+
+    outage.end()
+    request_id = answered.headers["x-mnemo-request-id"]
+    sent = {request_id: user}
+    wait_until(lambda: thread_tally(mnemo, sent).stored == 1, timeout=30)
+    drain(mnemo)
+    assert thread_tally(mnemo, sent) == Tally(sent=1, stored=1, duplicated=0, lost=0)
+    assert job_try(request_id) > FAILED_TRIES
+    assert readiness(mnemo) == (200, {"store": "ok", "embedder": "ok", "queue": "ok"})
+    assert chat(mnemo, user, "Where do I live?").headers["x-mnemo-memories"] == "2"
+
+
+@pytest.mark.parametrize("dependency", ["store", "embedder"])
+def test_a_hung_dependency_costs_a_chat_only_the_retrieval_budget(
+    mnemo: MnemoThread, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch, dependency: str
+) -> None:
+    user = f"hung-{dependency}-{uuid.uuid4().hex[:8]}"
+    seed(mnemo, user, "I live in Austin")
+    outage = Outage(monkeypatch)
+    if dependency == "store":
+        outage.hang(mnemo.core.store, "search")
+    else:
+        outage.hang(mnemo.core.embedder, "embed")
+    # memory=read: nothing is recorded, so no job meets the hung dependency after the chats.
+    answers = [chat(mnemo, user, f"Question {n} about where I live?", memory="read") for n in range(3)]
+    assert [a.headers["x-mnemo-memories"] for a in answers] == ["0", "0", "0"]
+    assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason="timeout") == 3
+    status, checks = readiness(mnemo)
+    if dependency == "embedder":
+        assert status == 503 and checks["embedder"].startswith("unavailable: TimeoutError")
+    outage.end()
+    drain(mnemo)

@@ -1,0 +1,109 @@
+"""Worker crash: ``mnemo up`` (gateway and worker in one process) is SIGKILLed while jobs are
+mid-extraction, against a private Redis that survives the kill. A new ``mnemo up`` on the
+same data directory processes every exchange; no memory and no event is written twice."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis as redis_sync
+import yaml
+from arq.constants import result_key_prefix
+from arq.jobs import deserialize_result
+
+from mnemo.queue import exchange_job_id
+from tests.conftest import wait_until
+from tests.support.ledger import Tally, data_dir_tally
+from tests.support.process import MnemoProcess
+from tests.support.redis_server import RedisServer
+from tests.support.upstream import ScriptedUpstream
+
+JOB_TIMEOUT_S = 2  # arq re-runs a crashed job once its in-progress key expires: timeout + 10 s
+FACTS = {
+    "crash-ann": ["I play the cello", "I speak Finnish", "I grow tomatoes"],
+    "crash-bob": ["I ride a unicycle", "I bake sourdough", "I read Tolstoy"],
+}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def mnemo_process(tmp_path: Path, upstream_url: str, redis_server: RedisServer) -> Iterator[MnemoProcess]:
+    process = MnemoProcess(tmp_path, upstream_url)
+    configure(
+        process,
+        redis={"url": redis_server.url, "queue_name": f"mnemo:crash:{uuid.uuid4().hex}"},
+        extraction={"mode": "llm", "model": "openai/scripted", "base_url": upstream_url, "api_key": "k"},
+        worker={"job_timeout_s": JOB_TIMEOUT_S, "retry_base_delay_s": 0.1, "max_jobs": 4},
+    )
+    yield process
+    process.kill()
+
+
+def configure(process: MnemoProcess, **sections: dict[str, Any]) -> None:
+    config = yaml.safe_load(process.config.read_text())
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    process.config.write_text(yaml.safe_dump(config))
+
+
+def send(process: MnemoProcess, user: str, text: str) -> str:
+    response = httpx.post(
+        process.base_url + "/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
+        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.headers["x-mnemo-request-id"])
+
+
+def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
+    mnemo_process: MnemoProcess, upstream: ScriptedUpstream, redis_server: RedisServer
+) -> None:
+    upstream.json_delay_s = 1.0  # every extraction or decision call takes a second: jobs are slow
+    mnemo_process.start()
+    sent: dict[str, str] = {}
+    for index in range(3):
+        for user, facts in FACTS.items():
+            sent[send(mnemo_process, user, facts[index])] = user
+    wait_until(lambda: len(upstream.of_task("extract")) >= 2, timeout=30)
+    assert mnemo_process.process is not None
+    mnemo_process.process.send_signal(signal.SIGKILL)  # mid-job: an extraction answer is pending
+    mnemo_process.process.wait(10)
+    before_restart = len(upstream.of_task("extract"))
+    assert before_restart < len(sent)  # the kill really came before the work was done
+
+    upstream.json_delay_s = 0.0
+    mnemo_process.start()
+    wait_until(lambda: len(job_results(redis_server, sent)) == len(sent), timeout=60, interval=0.25)
+    assert mnemo_process.stop() == 0
+    result, memories, events = data_dir_tally(mnemo_process.settings, sent)
+    assert result == Tally(sent=6, stored=6, duplicated=0, lost=0)
+    assert len(events) == 6 and len({event.id for event in events}) == 6
+    for user, facts in FACTS.items():
+        assert sorted(m.text for m in memories if m.user_id == user) == sorted(facts)
+    statuses = Counter(r["status"] for r in job_results(redis_server, sent).values())
+    assert set(statuses) <= {"applied", "already-applied"}
+
+
+def job_results(redis: RedisServer, sent: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """arq's kept results of the exchanges' jobs that finished, by request id."""
+    client = redis_sync.Redis.from_url(redis.url)
+    try:
+        raw = {request_id: client.get(result_key_prefix + exchange_job_id(request_id)) for request_id in sent}
+    finally:
+        client.close()
+    return {request_id: deserialize_result(value).result for request_id, value in raw.items() if value is not None}

@@ -1,0 +1,132 @@
+"""GET /metrics against a running Mnemo: the counters and histograms move as traffic flows,
+worker totals reach the gateway through Redis, and scrape-time gauges answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mnemo.config import Settings
+from mnemo.logs import JsonFormatter, RequestIdFilter
+from tests.conftest import wait_until
+from tests.support.probes import EAGER_MEMORY, LITELLM_READONLY_WARNING, drain, running, sync_client, user_message
+from tests.support.servers import MnemoThread
+from tests.support.upstream import ScriptedUpstream
+
+pytestmark = LITELLM_READONLY_WARNING
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def mnemo(make_settings: Callable[..., Settings]) -> Iterator[MnemoThread]:
+    with running(make_settings(memory=EAGER_MEMORY)) as started:
+        yield started
+
+
+def scrape(mnemo: MnemoThread) -> Samples:
+    response = httpx.get(mnemo.url + "/metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+CHAT_200 = {"method": "POST", "model": "*", "route": "/v1/chat/completions", "status": "200"}
+
+
+def test_chat_traffic_moves_request_latency_retrieval_and_worker_metrics(
+    mnemo: MnemoThread, upstream: ScriptedUpstream
+) -> None:
+    before = scrape(mnemo)
+    assert value(before, "mnemo_requests_total", **CHAT_200) == 0
+    assert value(before, "mnemo_queue_depth") == 0 and value(before, "mnemo_queue_up") == 1
+    client = sync_client(mnemo, "mia")
+    client.chat.completions.create(model="gpt-test", messages=user_message("I live in Austin"))
+    wait_until(lambda: value(scrape(mnemo), "mnemo_worker_jobs_total", outcome="applied") == 1)
+    upstream.first_chunk_delay_s = 0.3
+    stream = client.chat.completions.create(model="gpt-test", messages=user_message("Where do I live?"), stream=True)
+    assert "Where do I live?" in "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    drain(mnemo)
+    wait_until(lambda: value(scrape(mnemo), "mnemo_worker_jobs_total", outcome="applied") == 2)
+    after = scrape(mnemo)
+    assert value(after, "mnemo_requests_total", **CHAT_200) == 2
+    for stream_label in ("true", "false"):
+        assert value(after, "mnemo_chat_time_to_first_token_seconds_count", stream=stream_label) == 1
+        assert value(after, "mnemo_chat_duration_seconds_count", stream=stream_label) == 1
+    assert value(after, "mnemo_chat_time_to_first_token_seconds_sum", stream="true") >= 0.3
+    assert value(after, "mnemo_chat_time_to_first_token_seconds_bucket", stream="true", le="0.25") == 0
+    assert value(after, "mnemo_retrieval_duration_seconds_count") == 2
+    assert value(after, "mnemo_memories_injected_count") == 2
+    assert value(after, "mnemo_memories_injected_sum") >= 1  # the second chat saw the first one's memory
+    assert value(after, "mnemo_exchanges_enqueued_total") == 2
+    assert value(after, "mnemo_worker_job_duration_seconds_count") == 2
+    assert value(after, "mnemo_extraction_tokens_total", kind="prompt") > 0
+    assert value(after, "mnemo_worker_llm_calls_total") >= 2
+    assert value(after, "mnemo_worker_memories_created_total") >= 1
+    assert value(after, "mnemo_outbox_size") == 0
+
+
+def test_other_routes_are_counted_by_template_and_errors_by_status(mnemo: MnemoThread) -> None:
+    with httpx.Client(base_url=mnemo.url, timeout=10) as api:
+        assert api.get("/v1/memories/mem_unknown").status_code == 404
+        assert api.get("/v1/models").status_code == 200
+        assert api.post("/v1/chat/completions", json={"model": "m"}).status_code == 400
+        assert api.get("/no/such/path").status_code == 404
+    samples = scrape(mnemo)
+    assert value(
+        samples, "mnemo_requests_total", method="GET", model="", route="/v1/memories/{memory_id}", status="404"
+    )
+    assert value(samples, "mnemo_requests_total", method="GET", model="", route="/v1/models", status="200") == 1
+    chat_400 = {**CHAT_200, "model": "", "status": "400"}
+    assert value(samples, "mnemo_requests_total", **chat_400) == 1
+    assert value(samples, "mnemo_chat_errors_total", status="400") == 1
+    assert value(samples, "mnemo_requests_total", method="GET", model="", route="unmatched", status="404") == 1
+    assert value(samples, "mnemo_chat_duration_seconds_count", stream="false") == 0  # errors are not latency samples
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.addFilter(RequestIdFilter())
+        self.lines: list[dict[str, Any]] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_logs_follow_the_request_id_into_the_worker_without_message_text(
+    mnemo: MnemoThread, upstream: ScriptedUpstream
+) -> None:
+    handler = Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        raw = sync_client(mnemo, "noa").chat.completions.with_raw_response.create(
+            model="gpt-test", messages=user_message("My secret garden is in Porto")
+        )
+        request_id = raw.headers["x-mnemo-request-id"]
+        wait_until(lambda: any(line.get("request_id") == request_id for line in handler.lines))
+        drain(mnemo)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    worker_lines = [line for line in handler.lines if line["logger"].startswith("workers")]
+    assert any(line.get("request_id") == request_id for line in worker_lines)
+    assert not any("Porto" in json.dumps(line) for line in handler.lines)
