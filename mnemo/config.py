@@ -35,11 +35,14 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
     )
-    # How long one upstream call may take end to end (long generations stream for minutes).
+    # An idle limit, not a total: long generations may stream for minutes.
     upstream_timeout_s: float = Field(
         default=600.0,
         gt=0,
-        description="How long one upstream call may take end to end (long generations stream for minutes).",
+        description=(
+            "How long the upstream may stay silent: the wait for the response and for each streamed chunk "
+            "(a stream that keeps sending never times out)."
+        ),
     )
     upstream_connect_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout for connecting to an upstream provider."
@@ -77,7 +80,10 @@ class MemorySettings(_Section):
     )
     top_k: int = Field(default=8, ge=1, le=100, description="Most memories retrieved per chat request.")
     score_threshold: float = Field(
-        default=0.2, ge=-1.0, le=1.0, description="Least cosine similarity for a memory to be injected."
+        default=0.2,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine similarity of a memory found by meaning; keyword matches are kept regardless.",
     )
     token_budget: int = Field(default=600, ge=0, description="Most tokens of memory text injected per request.")
     retrieval_timeout_ms: int = Field(

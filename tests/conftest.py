@@ -82,3 +82,13 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Load and soak tests (``@pytest.mark.slow``) run only with MNEMO_SLOW=1."""
+    if os.environ.get("MNEMO_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set MNEMO_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -211,7 +211,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--mem0-sizes", type=int, nargs="*", default=[10_000])
     parser.add_argument("--local-sizes", type=int, nargs="*", default=[10_000])
-    parser.add_argument("--queries", type=int, default=500, help="queries per round")
+    parser.add_argument("--queries", type=int, default=300, help="queries per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--local-queries", type=int, default=100)
     parser.add_argument("--add-sample", type=int, default=200, help="Mem0 adds timed one by one (infer=False)")

@@ -26,7 +26,7 @@ from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
-from mnemo.store.edge_query import PAGE, edge_errors, edge_filter, edge_fusion, filter_scroll, index_keywords
+from mnemo.store.edge_query import PAGE, edge_errors, edge_filter, filter_scroll, index_keywords, search_request
 from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
 
 logger = logging.getLogger(__name__)
@@ -177,24 +177,15 @@ class EdgeMemoryStore:
         score_threshold: float | None = None,
     ) -> list[ScoredMemory]:
         pl.check_vector(vector, self._identity)
-        where = edge_filter(pl.search_conditions(scope, include_invalidated))
-        dense = qe.Query.Nearest(list(vector), using=pl.DENSE_VECTOR)
-        fetch, options = self._options.fetch_limit(limit), self._options
+        options = self._options
         sparse = kw.query_vector(query_text) if query_text and wants_keywords(options, query_text) else None
-        if sparse is None or not sparse.indices:
-            request = qe.QueryRequest(
-                limit=fetch, query=dense, filter=where, with_payload=True, score_threshold=score_threshold
-            )
-        else:
-            n = options.prefetch_limit(limit)
-            prefetches = [
-                qe.Prefetch(n, query=dense, filter=where, score_threshold=score_threshold),
-                qe.Prefetch(n, query=qe.Query.Nearest(sparse, using=kw.SPARSE_VECTOR), filter=where),
-            ]
-            request = qe.QueryRequest(limit=fetch, prefetches=prefetches, query=edge_fusion(options), with_payload=True)
+        if sparse is not None and not sparse.indices:
+            sparse = None  # nothing but stop words: by meaning alone
+        where = edge_filter(pl.search_conditions(scope, include_invalidated))
+        request = search_request(list(vector), sparse, where, limit, score_threshold, options)
         with edge_errors("search"):
             points = self._memories.query(request)
-        score = options.normalise if sparse is not None and sparse.indices else float
+        score = options.normalise if sparse is not None else float
         hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
         return apply_recency(hits, options, utcnow(), limit)
 

@@ -55,6 +55,27 @@ def edge_fusion(options: HybridOptions) -> qe.Fusion:
     return cast(qe.Fusion, qe.Fusion.Rrf(k=options.rrf_k, weights=options.weights))
 
 
+def search_request(
+    vector: list[float],
+    sparse: qe.SparseVector | None,
+    where: qe.Filter,
+    limit: int,
+    threshold: float | None,
+    options: HybridOptions,
+) -> qe.QueryRequest:
+    """Dense alone without keywords; else dense and BM25 prefetches, each filtered, fused."""
+    dense = qe.Query.Nearest(vector, using=pl.DENSE_VECTOR)
+    fetch = options.fetch_limit(limit)
+    if sparse is None:
+        return qe.QueryRequest(limit=fetch, query=dense, filter=where, with_payload=True, score_threshold=threshold)
+    n = options.prefetch_limit(limit)
+    prefetches = [
+        qe.Prefetch(n, query=dense, filter=where, score_threshold=threshold),
+        qe.Prefetch(n, query=qe.Query.Nearest(sparse, using=kw.SPARSE_VECTOR), filter=where),
+    ]
+    return qe.QueryRequest(limit=fetch, prefetches=prefetches, query=edge_fusion(options), with_payload=True)
+
+
 def index_keywords(shard: qe.EdgeShard) -> None:
     """Give the shard its keyword vector, and memories written before it existed their keywords.
 

@@ -82,16 +82,20 @@ async def index_keywords(client: AsyncQdrantClient, name: str, sparse_vectors: o
             logger.warning("collection %s has no keyword vector and cannot get one (%s): dense search only", name, exc)
             return False
     lacking = models.Filter(must_not=[models.HasVectorCondition(has_vector=kw.SPARSE_VECTOR)])
-    count = 0
+    count, offset = 0, None
     while True:
-        page, _ = await client.scroll(name, lacking, limit=PAGE, with_payload=True)
-        if not page:
+        # Paged by offset, not re-scrolled from the start: a text of stop words alone gets an empty
+        # keyword vector, which may still count as missing, and must not loop forever.
+        page, offset = await client.scroll(name, lacking, limit=PAGE, offset=offset, with_payload=True)
+        if page:
+            updates = [
+                models.PointVectors(id=record.id, vector={kw.SPARSE_VECTOR: document_sparse(record.payload or {})})
+                for record in page
+            ]
+            await client.update_vectors(name, updates)
+            count += len(page)
+        if offset is None:
             break
-        updates = [
-            models.PointVectors(id=r.id, vector={kw.SPARSE_VECTOR: document_sparse(r.payload or {})}) for r in page
-        ]
-        await client.update_vectors(name, updates)
-        count += len(page)
     if count:
         logger.info("indexed keywords of %d memories stored before hybrid search", count)
     return True

@@ -123,9 +123,7 @@ INJECTION_HEADERS = {
 
 
 @pytest.mark.parametrize("headers", list(INJECTION_HEADERS.values()), ids=list(INJECTION_HEADERS))
-def test_header_injection_attempts_are_a_400_that_leaves_no_trace(
-    mnemo: MnemoThread, headers: dict[str, str]
-) -> None:
+def test_header_injection_attempts_are_a_400_that_leaves_no_trace(mnemo: MnemoThread, headers: dict[str, str]) -> None:
     enqueued = metric(mnemo, "mnemo_exchanges_enqueued_total")
     body = {"model": "m", "messages": [{"role": "user", "content": "I live in Lisbon"}]}
     response = post(mnemo, {"X-Mnemo-User-Id": new_user(), **headers}, json=body)
@@ -161,7 +159,9 @@ def test_empty_and_non_text_content_is_answered_and_not_remembered(mnemo: MnemoT
 
 # --- fuzz ---------------------------------------------------------------------------------
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+)
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),

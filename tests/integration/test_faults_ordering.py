@@ -25,6 +25,10 @@ from tests.support.servers import MnemoThread, stop_worker
 from tests.support.upstream import ScriptedUpstream, clause_facts
 from workers.settings import build_worker
 
+# litellm imports a provider lazily on the first extraction call; pydantic warns about its
+# TypedDicts, and under pytest warnings-as-errors that would fail the call.
+pytestmark = pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning")
+
 # Per-user sequence keys live in the shared test Redis: fresh user ids for every run.
 RUN = uuid.uuid4().hex[:8]
 USERS = [f"order-{RUN}-{n}" for n in range(4)]

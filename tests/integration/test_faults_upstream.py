@@ -51,7 +51,7 @@ class ResettingUpstream:
                 if self.after_headers:
                     connection.sendall(
                         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                        b"2c\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n\r\n"
+                        b'2c\r\ndata: {"choices":[{"index":0,"delta":{}}]}\n\n\r\n'
                     )
                 # SO_LINGER 0: close() sends RST instead of FIN.
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

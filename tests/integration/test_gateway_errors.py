@@ -15,47 +15,52 @@ import pytest
 import redis as redis_sync
 
 from tests.support.probes import (
+    Gateways,
     assert_no_trace,
-    between_tests,
     extraction_calls,
     metric,
     new_user,
-    running,
-    shared_settings,
     stored_texts,
     sync_client,
     user_message,
 )
-from tests.support.servers import MnemoThread, ServerThread, free_port
+from tests.support.servers import MnemoThread, ServerThread
 from tests.support.upstream import Failure, ScriptedUpstream
 
 MAX_BODY_BYTES = 1000
+# Small enough to make timeouts quick, large enough that a loaded machine never trips it by accident.
+UPSTREAM_TIMEOUT_S = 1.0
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
 @pytest.fixture(scope="module")
-def shared(
+def gateways(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[MnemoThread]:
-    """One gateway for the module (each test has its own user): a small body limit, a short
-    upstream timeout, no '*' route, and a route to a port nobody listens on."""
-    upstream_url = upstream_server[1].url + "/v1"
-    settings = shared_settings(
-        tmp_path_factory.mktemp("errors") / "data",
-        upstream_url,
-        server={"max_body_bytes": MAX_BODY_BYTES, "upstream_timeout_s": 0.5},
-        models=[
-            {"name": "known", "provider": "openai", "base_url": upstream_url, "api_key": "sk-test"},
-            {"name": "nowhere", "provider": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"},
-        ],
-    )
-    with running(settings) as started:
+) -> Iterator[Gateways]:
+    upstream, server = upstream_server
+    with Gateways(tmp_path_factory.mktemp("errors"), upstream, server.url + "/v1") as started:
         yield started
 
 
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections: bound (so nothing else gets it) but never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 @pytest.fixture
-def mnemo(shared: MnemoThread, upstream: ScriptedUpstream) -> MnemoThread:
-    return between_tests(shared, upstream)
+def mnemo(gateways: Gateways, upstream: ScriptedUpstream, closed_port: int) -> MnemoThread:
+    """Every test here uses its own user: a small body limit, a short upstream timeout, no '*'
+    route, and a route to a port nobody listens on."""
+    return gateways.get(
+        server={"max_body_bytes": MAX_BODY_BYTES, "upstream_timeout_s": UPSTREAM_TIMEOUT_S},
+        models=[
+            {"name": "known", "provider": "openai", "base_url": gateways.upstream_url, "api_key": "sk-test"},
+            {"name": "nowhere", "provider": "openai", "base_url": f"http://127.0.0.1:{closed_port}/v1"},
+        ],
+    )
 
 
 def post(
@@ -136,7 +141,7 @@ def test_an_unreachable_upstream_is_a_502(mnemo: MnemoThread, upstream: Scripted
 def test_an_upstream_that_does_not_answer_in_time_is_a_504(
     mnemo: MnemoThread, upstream: ScriptedUpstream, stream: bool
 ) -> None:
-    upstream.failures.append(Failure(delay_s=2))
+    upstream.failures.append(Failure(delay_s=UPSTREAM_TIMEOUT_S * 2.5))
     user = new_user()
     with pytest.raises(openai.InternalServerError) as caught:
         sync_client(mnemo, user).chat.completions.create(model="known", messages=user_message("hi"), stream=stream)
@@ -181,7 +186,7 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event_and_records_nothing(
 def test_a_stream_that_stalls_past_the_timeout_ends_with_an_error_event_and_records_nothing(
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
-    upstream.chunks, upstream.chunk_delay_s = 3, 1.0
+    upstream.chunks, upstream.chunk_delay_s = 3, UPSTREAM_TIMEOUT_S * 2.5
     user = new_user()
     request_id, received, error = read_stream(mnemo, user)
     assert len(received) == 1

@@ -6,29 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis as redis_sync
 
-from mnemo.config import Settings
 from mnemo.errors import StoreError
 from mnemo.models import Scope
 from tests.conftest import wait_until
 from tests.support.probes import (
     EAGER_MEMORY,
     LITELLM_READONLY_WARNING,
+    Gateways,
     assert_no_trace,
-    between_tests,
     enqueued,
     extraction_calls,
     metric,
     new_user,
     recorded_exchange,
-    running,
-    shared_settings,
     stored_texts,
     sync_client,
     user_message,
@@ -37,36 +34,23 @@ from tests.support.probes import (
 from tests.support.servers import MnemoThread, ServerThread
 from tests.support.upstream import ScriptedUpstream
 
+pytestmark = LITELLM_READONLY_WARNING
+
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==", "detail": "low"}}
 
 
-pytestmark = LITELLM_READONLY_WARNING
-
-
 @pytest.fixture(scope="module")
-def shared(
+def gateways(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[MnemoThread]:
-    data_dir = tmp_path_factory.mktemp("memory") / "data"
-    with running(shared_settings(data_dir, upstream_server[1].url + "/v1", memory=EAGER_MEMORY)) as started:
+) -> Iterator[Gateways]:
+    upstream, server = upstream_server
+    with Gateways(tmp_path_factory.mktemp("memory"), upstream, server.url + "/v1") as started:
         yield started
 
 
 @pytest.fixture
-def mnemo(shared: MnemoThread, upstream: ScriptedUpstream) -> MnemoThread:
-    return between_tests(shared, upstream)
-
-
-@pytest.fixture(params=["edge", "qdrant"])
-def any_store(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], upstream: ScriptedUpstream
-) -> Iterator[MnemoThread]:
-    """The shared (edge) gateway, or one on the qdrant-client backend."""
-    if request.param == "edge":
-        yield between_tests(request.getfixturevalue("shared"), upstream)
-        return
-    with running(make_settings(store=request.param, memory=EAGER_MEMORY)) as started:
-        yield started
+def mnemo(gateways: Gateways, upstream: ScriptedUpstream) -> MnemoThread:
+    return gateways.get(memory=EAGER_MEMORY)
 
 
 def chat(mnemo: MnemoThread, user: str | None, messages: list[Any], **headers: str) -> Any:
@@ -79,53 +63,7 @@ def chat(mnemo: MnemoThread, user: str | None, messages: list[Any], **headers: s
 def seed(mnemo: MnemoThread, user: str, text: str, **headers: str) -> None:
     before = stored_texts(mnemo, user, headers.get("agent"))
     chat(mnemo, user, user_message(text), extraction="raw", **headers)
-    wait_for_texts_in(mnemo, user, headers.get("agent"), [*before, text])
-
-
-def wait_for_texts_in(mnemo: MnemoThread, user: str, agent: str | None, expected: list[str]) -> None:
-    wait_until(lambda: stored_texts(mnemo, user, agent) == sorted(expected))
-
-
-# --- retrieval fails open ---------------------------------------------------------------
-
-
-async def failing_search(*args: Any, **kwargs: Any) -> Any:
-    raise StoreError("scripted search failure")
-
-
-async def slow_search(*args: Any, **kwargs: Any) -> Any:
-    await asyncio.sleep(2)
-    return []
-
-
-@pytest.mark.parametrize("failure", ["closed-store", "raising-search", "slow-search"])
-def test_a_broken_or_slow_store_still_answers_without_memories(
-    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch, failure: str
-) -> None:
-    frank = new_user("frank")
-    settings = make_settings(memory={"retrieval_timeout_ms": 300 if failure == "slow-search" else 5000})
-    with running(settings) as mnemo:
-        seed(mnemo, frank, "I live in Austin")
-        assert chat(mnemo, frank, user_message("Where do I live?"), memory="read").headers["x-mnemo-memories"] == "1"
-        if failure == "closed-store":
-            mnemo.call(lambda core: core.store.close())
-        else:
-            monkeypatch.setattr(
-                mnemo.core.store, "search", failing_search if failure == "raising-search" else slow_search
-            )
-        upstream.requests.clear()
-        raw = chat(mnemo, frank, user_message("Where do I live?"), memory="read")
-        assert raw.status_code == 200
-        assert raw.parse().choices[0].message.content == "Echo: Where do I live?"
-        assert raw.headers["x-mnemo-memories"] == "0" and raw.headers["x-mnemo-memory-ids"] == ""
-        assert "Austin" not in json.dumps(upstream.of_task("chat")[0].body)
-        reason = "timeout" if failure == "slow-search" else "StoreError"
-        assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason=reason) == 1
-        metrics_text = httpx.get(mnemo.url + "/metrics").text
-        assert f'mnemo_retrieval_fail_open_total{{reason="{reason}"}} 1' in metrics_text
-        if failure == "closed-store":
-            ready = httpx.get(mnemo.url + "/readyz")
-            assert ready.status_code == 503 and ready.json()["checks"]["store"].startswith("unavailable")
+    wait_for_texts(mnemo, user, [*before, text], agent=headers.get("agent"))
 
 
 # --- what reaches the upstream, and what is remembered ----------------------------------
@@ -317,10 +255,11 @@ def test_raw_extraction_with_memory_read_only_stores_nothing(
 # --- agent scoping ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store", ["edge", "qdrant"])
 def test_an_agents_memories_are_injected_for_that_agent_and_agentless_requests_only(
-    any_store: MnemoThread, upstream: ScriptedUpstream
+    gateways: Gateways, upstream: ScriptedUpstream, store: str
 ) -> None:
-    mnemo, pat = any_store, new_user("pat")
+    mnemo, pat = gateways.get(store=store, memory=EAGER_MEMORY), new_user("pat")
     seed(mnemo, pat, "I keep bees", agent="a1")
     seed(mnemo, pat, "I grow tomatoes", agent="a2")
     seed(mnemo, pat, "I keep chickens")
@@ -340,3 +279,44 @@ def test_an_agents_memories_are_injected_for_that_agent_and_agentless_requests_o
     assert all("I keep chickens" in prompt for prompt, _ in seen.values())
     assert "I grow tomatoes" in seen["a2"][0] and "I grow tomatoes" in seen[None][0]
     assert "I grow tomatoes" not in seen["a1"][0]
+
+
+# --- retrieval fails open (kept last: each case breaks a Mnemo of its own) ----------------
+
+
+async def failing_search(*args: Any, **kwargs: Any) -> Any:
+    raise StoreError("scripted search failure")
+
+
+async def slow_search(*args: Any, **kwargs: Any) -> Any:
+    await asyncio.sleep(2)
+    return []
+
+
+@pytest.mark.parametrize("failure", ["closed-store", "raising-search", "slow-search"])
+def test_a_broken_or_slow_store_still_answers_without_memories(
+    gateways: Gateways, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    user = new_user()
+    timeout_ms = 300 if failure == "slow-search" else 5000
+    mnemo = gateways.get(fresh=True, memory={"retrieval_timeout_ms": timeout_ms, "score_threshold": -1.0})
+    seed(mnemo, user, "I live in Austin")
+    assert chat(mnemo, user, user_message("Where do I live?"), memory="read").headers["x-mnemo-memories"] == "1"
+    if failure == "closed-store":
+        mnemo.call(lambda core: core.store.close())
+    else:
+        broken = failing_search if failure == "raising-search" else slow_search
+        monkeypatch.setattr(mnemo.core.store, "search", broken)
+    upstream.requests.clear()
+    raw = chat(mnemo, user, user_message("Where do I live?"), memory="read")
+    assert raw.status_code == 200
+    assert raw.parse().choices[0].message.content == "Echo: Where do I live?"
+    assert raw.headers["x-mnemo-memories"] == "0" and raw.headers["x-mnemo-memory-ids"] == ""
+    assert "Austin" not in json.dumps(upstream.of_task("chat")[0].body)
+    reason = "timeout" if failure == "slow-search" else "StoreError"
+    assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason=reason) == 1
+    metrics_text = httpx.get(mnemo.url + "/metrics").text
+    assert f'mnemo_retrieval_fail_open_total{{reason="{reason}"}} 1' in metrics_text
+    if failure == "closed-store":
+        ready = httpx.get(mnemo.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"].startswith("unavailable")

@@ -4,7 +4,7 @@ whose memory is read and written."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,18 +12,15 @@ import openai
 import pytest
 import redis as redis_sync
 
-from mnemo.config import Settings
 from mnemo.models import Scope
 from tests.support.probes import (
     EAGER_MEMORY,
     LITELLM_READONLY_WARNING,
+    Gateways,
     assert_no_trace,
     async_client,
-    between_tests,
     enqueued,
     new_user,
-    running,
-    shared_settings,
     stored_texts,
     sync_client,
     user_message,
@@ -36,17 +33,17 @@ pytestmark = LITELLM_READONLY_WARNING
 
 
 @pytest.fixture(scope="module")
-def shared(
+def gateways(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[MnemoThread]:
-    data_dir = tmp_path_factory.mktemp("proxy") / "data"
-    with running(shared_settings(data_dir, upstream_server[1].url + "/v1", memory=EAGER_MEMORY)) as started:
+) -> Iterator[Gateways]:
+    upstream, server = upstream_server
+    with Gateways(tmp_path_factory.mktemp("proxy"), upstream, server.url + "/v1") as started:
         yield started
 
 
 @pytest.fixture
-def mnemo(shared: MnemoThread, upstream: ScriptedUpstream) -> MnemoThread:
-    return between_tests(shared, upstream)
+def mnemo(gateways: Gateways, upstream: ScriptedUpstream) -> MnemoThread:
+    return gateways.get(memory=EAGER_MEMORY)
 
 
 def chat_requests(upstream: ScriptedUpstream) -> list[dict[str, Any]]:
@@ -102,50 +99,6 @@ def test_include_usage_delivers_the_usage_chunk_after_the_reply(mnemo: MnemoThre
     assert chat_requests(upstream)[0]["stream_options"] == {"include_usage": True}
 
 
-def test_unknown_and_extra_fields_reach_the_upstream_untouched_and_the_model_is_routed(
-    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, upstream_url: str
-) -> None:
-    models = [
-        {
-            "name": "house-model",
-            "provider": "openai",
-            "model": "provider-model",
-            "base_url": upstream_url,
-            "api_key": "k",
-        },
-        {"name": "*", "provider": "openai", "base_url": upstream_url, "api_key": "k"},
-    ]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            },
-        }
-    ]
-    with running(make_settings(models=models)) as mnemo:
-        client = sync_client(mnemo, new_user())
-        client.chat.completions.create(
-            model="house-model",
-            messages=user_message("what is the weather in Lisboa, café naïve 🎉?"),
-            temperature=0.3,
-            tools=tools,  # type: ignore[arg-type]
-            tool_choice="auto",
-            response_format={"type": "json_object"},
-            seed=7,
-            extra_body={"future_field": {"x": [1, 2], "big": 2**64 + 1, "tiny": 1e-7}, "metadata_v9": None},
-        )
-        client.chat.completions.create(model="any-other-model", messages=user_message("hi"))
-    routed, fallback = chat_requests(upstream)
-    assert routed["model"] == "provider-model" and fallback["model"] == "any-other-model"
-    assert routed["future_field"] == {"x": [1, 2], "big": 2**64 + 1, "tiny": 1e-7} and routed["metadata_v9"] is None
-    assert routed["temperature"] == 0.3 and routed["seed"] == 7 and routed["tool_choice"] == "auto"
-    assert routed["tools"] == tools and routed["response_format"] == {"type": "json_object"}
-    assert routed["messages"] == user_message("what is the weather in Lisboa, café naïve 🎉?")
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_mnemo_headers_name_the_request_and_the_injected_memories(
     mnemo: MnemoThread, upstream: ScriptedUpstream, stream: bool
@@ -179,25 +132,6 @@ def test_a_memory_is_tagged_with_the_request_id_the_client_was_given(mnemo: Mnem
     (memory,) = mnemo.call(lambda core: core.store.list(Scope(user_id=user)))
     assert memory.source_request_id == raw.headers["x-mnemo-request-id"]
     assert raw.headers["x-mnemo-memories"] == "0" and raw.headers["x-mnemo-memory-ids"] == ""
-
-
-def test_models_health_and_readiness(make_settings: Callable[..., Settings], upstream_url: str) -> None:
-    models = [
-        {"name": "alpha", "provider": "openai", "base_url": upstream_url},
-        {"name": "beta", "provider": "openai", "model": "b-1", "base_url": upstream_url},
-        {"name": "*", "provider": "openai", "base_url": upstream_url},
-    ]
-    with running(make_settings(models=models)) as mnemo:
-        listed = sync_client(mnemo).models.list()
-        health = httpx.get(mnemo.url + "/healthz")
-        ready = httpx.get(mnemo.url + "/readyz")
-    assert sorted(model.id for model in listed.data) == ["alpha", "beta"]
-    assert {model.object for model in listed.data} == {"model"}
-    assert (health.status_code, health.json()) == (200, {"status": "ok"})
-    assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
-    assert ready.json()["checks"] and set(ready.json()["checks"].values()) == {"ok"}
-    assert {"store", "queue"} <= set(ready.json()["checks"])
 
 
 def test_without_a_user_id_the_request_is_proxied_with_memory_off(
@@ -253,28 +187,87 @@ def test_body_user_field_is_the_fallback_user_id_and_the_header_wins(mnemo: Mnem
     assert stored_texts(mnemo, carol) == ["I collect stamps"]
 
 
-def test_client_bearer_is_forwarded_when_the_route_has_no_key(
-    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, upstream_url: str
-) -> None:
-    models = [{"name": "*", "provider": "openai", "base_url": upstream_url}]
-    with running(make_settings(models=models)) as mnemo:
-        client = openai.OpenAI(
-            base_url=mnemo.url + "/v1",
-            api_key="sk-the-clients-own",
-            organization="org-42",
-            default_headers={"X-Mnemo-User-Id": new_user(), "Cookie": "session=secret"},
-            max_retries=0,
-        )
-        client.chat.completions.create(model="gpt-test", messages=user_message("hi"))
-    headers = upstream.of_task("chat")[0].headers
-    assert headers["authorization"] == "Bearer sk-the-clients-own"
-    assert headers["openai-organization"] == "org-42"
-    assert "cookie" not in headers and not any(name.startswith("x-mnemo") for name in headers)
-
-
 def test_configured_key_replaces_the_client_bearer(mnemo: MnemoThread, upstream: ScriptedUpstream) -> None:
     stream = sync_client(mnemo, new_user(), api_key="sk-client-secret").chat.completions.create(
         model="gpt-test", messages=user_message("hi"), stream=True
     )
     assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "stop"
     assert upstream.of_task("chat")[0].headers["authorization"] == "Bearer sk-test"
+
+
+# --- Mnemos with their own model table (kept last: each one restarts Mnemo) -----------------
+
+
+def test_unknown_and_extra_fields_reach_the_upstream_untouched_and_the_model_is_routed(
+    gateways: Gateways, upstream: ScriptedUpstream
+) -> None:
+    upstream_url = gateways.upstream_url
+    models = [
+        {"name": "house-model", "provider": "openai", "model": "provider-model", "base_url": upstream_url},
+        {"name": "*", "provider": "openai", "base_url": upstream_url, "api_key": "k"},
+    ]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    text = "what is the weather in Lisboa, café naïve 🎉?"
+    future = {"x": [1, 2], "big": 2**64 + 1, "tiny": 1e-7}
+    client = sync_client(gateways.get(models=models), new_user())
+    client.chat.completions.create(
+        model="house-model",
+        messages=user_message(text),
+        temperature=0.3,
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        seed=7,
+        extra_body={"future_field": future, "metadata_v9": None},
+    )
+    client.chat.completions.create(model="any-other-model", messages=user_message("hi"))
+    routed, fallback = chat_requests(upstream)
+    assert routed["model"] == "provider-model" and fallback["model"] == "any-other-model"
+    assert routed["future_field"] == future and routed["metadata_v9"] is None
+    assert routed["temperature"] == 0.3 and routed["seed"] == 7 and routed["tool_choice"] == "auto"
+    assert routed["tools"] == tools and routed["response_format"] == {"type": "json_object"}
+    assert routed["messages"] == user_message(text)
+
+
+def test_models_health_and_readiness(gateways: Gateways) -> None:
+    upstream_url = gateways.upstream_url
+    models = [
+        {"name": "alpha", "provider": "openai", "base_url": upstream_url},
+        {"name": "beta", "provider": "openai", "model": "b-1", "base_url": upstream_url},
+        {"name": "*", "provider": "openai", "base_url": upstream_url},
+    ]
+    mnemo = gateways.get(models=models)
+    listed = sync_client(mnemo).models.list()
+    health = httpx.get(mnemo.url + "/healthz")
+    ready = httpx.get(mnemo.url + "/readyz")
+    assert sorted(model.id for model in listed.data) == ["alpha", "beta"]
+    assert {model.object for model in listed.data} == {"model"}
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert {"store", "queue"} <= set(ready.json()["checks"])
+    assert set(ready.json()["checks"].values()) == {"ok"}
+
+
+def test_client_bearer_is_forwarded_when_the_route_has_no_key(gateways: Gateways, upstream: ScriptedUpstream) -> None:
+    mnemo = gateways.get(models=[{"name": "*", "provider": "openai", "base_url": gateways.upstream_url}])
+    client = openai.OpenAI(
+        base_url=mnemo.url + "/v1",
+        api_key="sk-the-clients-own",
+        organization="org-42",
+        default_headers={"X-Mnemo-User-Id": new_user(), "Cookie": "session=secret"},
+        max_retries=0,
+    )
+    client.chat.completions.create(model="gpt-test", messages=user_message("hi"))
+    headers = upstream.of_task("chat")[0].headers
+    assert headers["authorization"] == "Bearer sk-the-clients-own"
+    assert headers["openai-organization"] == "org-42"
+    assert "cookie" not in headers and not any(name.startswith("x-mnemo") for name in headers)

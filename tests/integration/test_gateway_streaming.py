@@ -16,13 +16,11 @@ import redis as redis_sync
 from tests.conftest import wait_until
 from tests.support.probes import (
     LITELLM_READONLY_WARNING,
+    Gateways,
     assert_no_trace,
-    between_tests,
     enqueued,
     new_user,
     recorded_exchange,
-    running,
-    shared_settings,
     user_message,
     wait_for_texts,
 )
@@ -33,17 +31,17 @@ pytestmark = LITELLM_READONLY_WARNING
 
 
 @pytest.fixture(scope="module")
-def shared(
+def gateways(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[MnemoThread]:
-    data_dir = tmp_path_factory.mktemp("streaming") / "data"
-    with running(shared_settings(data_dir, upstream_server[1].url + "/v1")) as started:
+) -> Iterator[Gateways]:
+    upstream, server = upstream_server
+    with Gateways(tmp_path_factory.mktemp("streaming"), upstream, server.url + "/v1") as started:
         yield started
 
 
 @pytest.fixture
-def mnemo(shared: MnemoThread, upstream: ScriptedUpstream) -> MnemoThread:
-    return between_tests(shared, upstream)
+def mnemo(gateways: Gateways, upstream: ScriptedUpstream) -> MnemoThread:
+    return gateways.get()
 
 
 def stream_request(mnemo: MnemoThread, client: httpx.Client, user: str, text: str) -> Any:

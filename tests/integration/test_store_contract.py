@@ -499,3 +499,20 @@ async def test_a_local_collection_made_before_hybrid_search_still_opens_and_sear
         await store.close()
 
     assert [hit.memory.id for hit in found] == [kept.id]
+
+
+async def test_a_memory_of_stop_words_alone_is_kept_and_the_store_reopens(
+    store: MemoryStore, make_store: MakeStore
+) -> None:
+    empty = memory("it is the")
+    await put(store, empty)
+    await store.close()
+
+    reopened = make_store()
+    await asyncio.wait_for(reopened.open(), timeout=30)
+    try:
+        found = await reopened.search(Scope(user_id="u1"), vec(1.0), limit=5, query_text="what is it")
+    finally:
+        await reopened.close()
+
+    assert [hit.memory.id for hit in found] == [empty.id]

@@ -3,6 +3,7 @@ store holds for a user, and what the gateway put on the queue."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,31 +42,65 @@ def new_user(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def shared_settings(data_dir: Path, upstream_url: str, **sections: Any) -> Settings:
-    """What ``make_settings`` builds (edge store, LLM extraction through the scripted upstream),
-    for a gateway that a whole module shares."""
-    raw: dict[str, Any] = {
-        "data_dir": str(data_dir),
-        "server": {"port": free_port()},
-        "models": [{"name": "*", "provider": "openai", "base_url": upstream_url, "api_key": "sk-test"}],
-        "redis": {"url": REDIS_URL, "queue_name": f"mnemo:test:{uuid.uuid4().hex}"},
-        "extraction": {"mode": "llm", "model": "openai/scripted", "base_url": upstream_url, "api_key": "k"},
-        "worker": {"retry_base_delay_s": 0.05},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return Settings.model_validate(raw)
+class Gateways:
+    """The Mnemos of one test module, started on demand and one at a time.
 
+    litellm's logging worker is process-wide and bound to one event loop; two live Mnemos (two
+    loops) would stop each other's worker on shutdown, so a new configuration stops the running
+    Mnemo first. A test asking for the configuration that runs gets it back, with the previous
+    test's jobs finished and the upstream's record cleared."""
 
-def between_tests(mnemo: MnemoThread, upstream: ScriptedUpstream) -> MnemoThread:
-    """A shared gateway, ready for the next test: the last test's jobs done and forgotten by the upstream."""
-    drain(mnemo)
-    upstream.requests.clear()
-    return mnemo
+    def __init__(self, data_root: Path, upstream: ScriptedUpstream, upstream_url: str) -> None:
+        self.data_root = data_root
+        self.upstream = upstream
+        self.upstream_url = upstream_url
+        self._running: tuple[str | None, MnemoThread] | None = None
+
+    def __enter__(self) -> Gateways:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def get(self, *, fresh: bool = False, store: str = "edge", **sections: Any) -> MnemoThread:
+        """A Mnemo with these settings (as ``make_settings`` takes them); ``fresh`` for one the
+        test may break, which is never handed out again."""
+        key = None if fresh else json.dumps([store, sections], sort_keys=True)
+        if self._running is None or key is None or self._running[0] != key:
+            self.stop()
+            self._running = (key, MnemoThread(self.settings(store, sections)).start())
+        mnemo = self._running[1]
+        drain(mnemo)
+        self.upstream.requests.clear()
+        return mnemo
+
+    def settings(self, store: str, sections: dict[str, Any]) -> Settings:
+        data_dir = self.data_root / uuid.uuid4().hex[:8]
+        raw: dict[str, Any] = {
+            "data_dir": str(data_dir / "data"),
+            "server": {"port": free_port()},
+            "models": [{"name": "*", "provider": "openai", "base_url": self.upstream_url, "api_key": "sk-test"}],
+            "store": {"kind": store} if store == "edge" else {"kind": store, "path": str(data_dir / "qdrant")},
+            "redis": {"url": REDIS_URL, "queue_name": f"mnemo:test:{uuid.uuid4().hex}"},
+            "extraction": {"mode": "llm", "model": "openai/scripted", "base_url": self.upstream_url, "api_key": "k"},
+            "worker": {"retry_base_delay_s": 0.05},
+        }
+        for name, value in sections.items():
+            raw[name] = {**raw.get(name, {}), **value} if isinstance(value, dict) else value
+        return Settings.model_validate(raw)
+
+    def stop(self) -> None:
+        if self._running is not None:
+            mnemo, self._running = self._running[1], None
+            try:
+                drain(mnemo)
+            finally:
+                mnemo.stop()
 
 
 @contextmanager
 def running(settings: Settings) -> Iterator[MnemoThread]:
+    """One Mnemo for the block, drained and stopped at its end."""
     mnemo = MnemoThread(settings).start()
     try:
         yield mnemo
@@ -136,9 +171,11 @@ def stored_texts(mnemo: MnemoThread, user: str, agent: str | None = None) -> lis
     return sorted(m.text for m in memories)
 
 
-def wait_for_texts(mnemo: MnemoThread, user: str, expected: list[str], timeout: float = 20.0) -> None:
+def wait_for_texts(
+    mnemo: MnemoThread, user: str, expected: list[str], agent: str | None = None, timeout: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout
-    while (found := stored_texts(mnemo, user)) != sorted(expected):
+    while (found := stored_texts(mnemo, user, agent)) != sorted(expected):
         if time.monotonic() > deadline:
             raise AssertionError(f"memories of {user}: {found}, expected {sorted(expected)}")
         time.sleep(0.05)

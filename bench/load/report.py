@@ -1,0 +1,56 @@
+"""The load bench's markdown table (bench/results/load.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render(results: dict[str, Any]) -> str:
+    process = results["process"]
+    cold, before, end, after = process["cold"], process["before"], process["end_of_load"], process["after"]
+    snapshots = (cold, before, end, after)
+    tcp = [", ".join(f"{state} {n}" for state, n in snapshot["tcp"].items()) for snapshot in snapshots]
+    machine = results["machine_start"]
+    lines = [
+        "# Load and soak",
+        "",
+        f"{results['clients']} concurrent streaming clients for {results['duration_s']} s against `mnemo up` "
+        "(embedded Redis, Qdrant Edge, raw extraction, memory on); scripted upstream with a 200 ms first chunk "
+        f"and 8 chunks 20 ms apart. Machine: {machine.get('cpus')} CPUs, load average at start "
+        f"{machine.get('load_average')}. Command: `.venv/bin/python -m bench.load.run"
+        f"{' --quick' if results['quick'] else ''}`.",
+        "",
+        "| | value |",
+        "| --- | --- |",
+        f"| requests | {results['requests']} ({results['requests_per_s']}/s) |",
+        f"| errors | {results['errors']} {results['error_kinds'] or ''} |",
+        f"| 5xx | {results['status_5xx']} |",
+        f"| exchanges sent / stored | {results['exchanges_sent']} / {results['exchanges_stored']} |",
+        f"| lost | {results['exchanges_lost']} |",
+        f"| duplicated memories | {results['memories_duplicated']} |",
+        f"| worker caught up | {results['worker_drain_s']} s after the load stopped |",
+        f"| time to first chunk p50 / p99 | {results['ttft_ms']['p50']} / {results['ttft_ms']['p99']} ms |",
+        f"| whole stream p50 / p99 | {results['total_ms']['p50']} / {results['total_ms']['p99']} ms |",
+        "",
+        f"| Mnemo process | cold start | before (after a {results['warmup_s']:g} s warm-up) | end of load "
+        "| after (idle 6 s, then 3 chats) |",
+        "| --- | --- | --- | --- | --- |",
+        row("RSS MB", [s["rss_mb"] for s in snapshots]),
+        row("embedded redis RSS MB", [s["children_rss_mb"] for s in snapshots]),
+        row("open file descriptors", [s["fds"] for s in snapshots]),
+        row("TCP connections", tcp),
+        row("unix sockets (the queue's Redis pool)", [s["unix_sockets"] for s in snapshots]),
+        row("threads", [s["threads"] for s in snapshots]),
+        "",
+        f"File descriptors by kind, before: {fd_list(before)}; after: {fd_list(after)}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def row(name: str, values: list[Any]) -> str:
+    return f"| {name} | " + " | ".join(str(value) for value in values) + " |"
+
+
+def fd_list(snapshot: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in snapshot["fd_kinds"].items())

@@ -1,0 +1,211 @@
+"""bench/load: a bounded load and soak test on loopback. 64 concurrent streaming clients run
+closed loops against a real ``mnemo up`` (embedded Redis, Qdrant Edge, raw extraction, memory
+on) in front of a scripted upstream with realistic delays (first chunk 200 ms, chunks 20 ms
+apart), for ``--duration`` seconds. Then it waits for the worker to store every exchange.
+
+    .venv/bin/python -m bench.load.run [--duration 120] [--clients 64] [--quick]
+
+Reports errors, exchanges sent against memories stored (lost, duplicated), and the Mnemo
+process's RSS, open file descriptors and TCP connections before and after (from /proc).
+Writes bench/results/load.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import stats
+from bench.load import probe, report
+from bench.overhead import targets
+
+logger = logging.getLogger("bench.load")
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+MODEL = "load-model"
+DRAIN_TIMEOUT_S = 300.0
+WARMUP_S = 5.0
+
+
+@dataclass
+class Tally:
+    sent: dict[str, str] = field(default_factory=dict)  # request id -> user
+    errors: Counter[str] = field(default_factory=Counter)
+    status_5xx: int = 0
+    ttft_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, user: str, text: str, tally: Tally) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": True}
+    headers = {"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-load"}
+    started = time.perf_counter()
+    first: float | None = None
+    lines: list[str] = []
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as reply:
+            if reply.status_code != 200:
+                tally.status_5xx += reply.status_code >= 500
+                tally.errors[f"status {reply.status_code}"] += 1
+                await reply.aread()
+                return
+            async for line in reply.aiter_lines():
+                if not line:
+                    continue
+                if first is None and line.startswith("data: {"):
+                    first = time.perf_counter()
+                lines.append(line)
+            request_id = reply.headers["x-mnemo-request-id"]
+    except httpx.HTTPError as exc:
+        tally.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+        return
+    if not lines or lines[-1] != "data: [DONE]" or any('"error"' in line for line in lines):
+        tally.errors["incomplete stream"] += 1
+        return
+    tally.sent[request_id] = user
+    tally.ttft_ms.append(((first or time.perf_counter()) - started) * 1000)
+    tally.total_ms.append((time.perf_counter() - started) * 1000)
+
+
+async def run_load(url: str, clients: int, duration_s: float, phase: str = "load") -> Tally:
+    tally = Tally()
+    deadline = time.monotonic() + duration_s
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(client: httpx.AsyncClient, index: int) -> None:
+        number = 0
+        while time.monotonic() < deadline:
+            text = f"I noted {phase} fact {index}-{number}"  # unique: a repeated text is stored once
+            await one_stream(client, url, f"load-{index:03d}", text, tally)
+            number += 1
+
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(client_loop(client, i) for i in range(clients)))
+    return tally
+
+
+def stored_counts(base: str, sent: dict[str, str]) -> tuple[int, int]:
+    """(request ids sent that have a memory, memories beyond the first per request id)."""
+    per_request: Counter[str] = Counter()
+    for user in sorted(set(sent.values())):
+        offset = 0
+        while True:
+            query = {"user_id": user, "include_invalidated": "true", "limit": "500", "offset": str(offset)}
+            page = httpx.get(base + "/v1/memories", params=query, timeout=30).json()["data"]
+            per_request.update(m["source_request_id"] for m in page)
+            offset += len(page)
+            if len(page) < 500:
+                break
+    stored = sum(1 for request_id in sent if per_request[request_id])
+    return stored, sum(n - 1 for n in per_request.values() if n > 1)
+
+
+def wait_for_worker(base: str, sent: dict[str, str]) -> tuple[int, int, float]:
+    started = time.monotonic()
+    stored, duplicated = stored_counts(base, sent)
+    while stored < len(sent) and time.monotonic() - started < DRAIN_TIMEOUT_S:
+        time.sleep(2)
+        stored, duplicated = stored_counts(base, sent)
+    return stored, duplicated, time.monotonic() - started
+
+
+def settle(base: str, pause_s: float) -> None:
+    """Idle long enough for keep-alive connections to expire, then a few sequential chats: the
+    same state the 'before' snapshot is taken in, so pooled connections compare like for like."""
+    time.sleep(pause_s)
+    warm = Tally()
+    asyncio.run(run_warmup(base + "/v1/chat/completions", warm))
+
+
+async def run_warmup(url: str, tally: Tally) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        for number in range(3):
+            await one_stream(client, url, "load-warmup", f"I warmed up {number} {time.time_ns()}", tally)
+
+
+def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
+    upstream = targets.upstream(workdir, chunks=8, first_chunk_ms=200, chunk_ms=20).start()
+    mnemo = targets.mnemo(workdir, upstream.url, None).start()
+    try:
+        assert mnemo.process is not None
+        pid = mnemo.process.pid
+        settle(mnemo.url, 0)
+        cold = probe.snapshot(pid)
+        # Pools (upstream connections, the queue's Redis connections) fill to the concurrency's
+        # high-water mark once; a short warm-up at full concurrency first, so before/after
+        # compares like for like and growth means a leak.
+        warm = asyncio.run(run_load(mnemo.url + "/v1/chat/completions", clients, WARMUP_S, phase="warm-up"))
+        wait_for_worker(mnemo.url, warm.sent)
+        settle(mnemo.url, 6)
+        before = probe.snapshot(pid)
+        started = time.monotonic()
+        tally = asyncio.run(run_load(mnemo.url + "/v1/chat/completions", clients, duration_s))
+        elapsed = time.monotonic() - started
+        during = probe.snapshot(pid)
+        stored, duplicated, drain_s = wait_for_worker(mnemo.url, tally.sent)
+        settle(mnemo.url, 6)
+        after = probe.snapshot(pid)
+    finally:
+        mnemo.stop()
+        upstream.stop()
+    log_errors = [line for line in mnemo.log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    return {
+        "clients": clients,
+        "duration_s": round(elapsed, 1),
+        "requests": len(tally.sent) + sum(tally.errors.values()),
+        "requests_per_s": round(len(tally.sent) / elapsed, 1),
+        "errors": sum(tally.errors.values()),
+        "error_kinds": dict(tally.errors),
+        "status_5xx": tally.status_5xx,
+        "exchanges_sent": len(tally.sent),
+        "exchanges_stored": stored,
+        "exchanges_lost": len(tally.sent) - stored,
+        "memories_duplicated": duplicated,
+        "worker_drain_s": round(drain_s, 1),
+        "ttft_ms": stats.summary(tally.ttft_ms),
+        "total_ms": stats.summary(tally.total_ms),
+        "warmup_s": WARMUP_S,
+        "mnemo_log_errors": len(log_errors),
+        "mnemo_log_error_sample": log_errors[:5],
+        "process": {
+            "cold": asdict(cold),
+            "before": asdict(before),
+            "end_of_load": asdict(during),
+            "after": asdict(after),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of load (default 120)")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="20 s of load")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    duration = 20.0 if args.quick else args.duration
+    results: dict[str, Any] = {"bench": "load", "quick": args.quick, "machine_start": stats.machine()}
+    with tempfile.TemporaryDirectory(prefix="mnemo-load-") as workdir:
+        results.update(measure(duration, args.clients, Path(workdir)))
+    results["machine_end"] = stats.machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "load.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "load.md").write_text(report.render(results))
+    logger.info("%s", report.render(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
