@@ -64,6 +64,14 @@ def new_user_turn(messages: Sequence[ExchangeMessage]) -> list[ExchangeMessage]:
     return list(reversed(tail))
 
 
+def answered_message(messages: Sequence[ExchangeMessage], limit: int = 300) -> str | None:
+    """The assistant message the new user turn answers ("Yes, last week!" needs it to be found)."""
+    for message in reversed(messages):
+        if message.role == "assistant" and message.content.strip():
+            return " ".join(message.content.split())[:limit]
+    return None
+
+
 def render_excerpt(exchange: Exchange) -> str:
     """Recent context plus the new turn and the reply, each line a JSON string so that no
     message text can close the <conversation> delimiter."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from mnemo.embedding import Embedder
-from mnemo.extraction import Decision, Extractor, LLMUsage, new_user_turn
+from mnemo.extraction import Decision, Extractor, LLMUsage, answered_message, new_user_turn
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
 from mnemo.store import MemoryStore
@@ -61,6 +61,7 @@ class MemoryWriter:
             facts = await self.extractor.extract(exchange, result.usage)
         else:
             facts = [m.content.strip() for m in new_user_turn(exchange.messages)]
+            exchange = with_reply_context(exchange)
         unique: dict[str, str] = {}
         for fact in facts:
             unique.setdefault(text_hash(fact), fact)
@@ -134,6 +135,17 @@ class MemoryWriter:
         await self.store.add_events(events)
         result.created = [m.id for m in new_memories]
         result.invalidated = [old.id for old, _ in invalidations]
+
+
+def with_reply_context(exchange: Exchange) -> Exchange:
+    """Raw memories keep the assistant message they answer as ``metadata.reply_to`` (indexed
+    with them, see mnemo.store.keywords), unless the caller already set one."""
+    if "reply_to" in exchange.metadata:
+        return exchange
+    answered = answered_message(exchange.messages)
+    if answered is None:
+        return exchange
+    return exchange.model_copy(update={"metadata": {**exchange.metadata, "reply_to": answered}})
 
 
 def _indexed(exchange: Exchange, text: str) -> str:

@@ -78,7 +78,7 @@ class MemoryStore(Protocol):
         """Erase every memory and event of a user; return (memories, events) removed."""
 
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
-        """Erase memories for good (hard delete)."""
+        """Erase memories for good (hard delete), with every event that names them (their texts)."""
 
 
 def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:

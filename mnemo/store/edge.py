@@ -212,8 +212,10 @@ class EdgeMemoryStore:
 
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
         if memory_ids:
+            their_events = edge_filter([pl.MatchAnyOf("memory_id", tuple(memory_ids))])
             with edge_errors("delete_memories"):
                 self._memories.update(qe.UpdateOperation.delete_points([pl.point_id(i) for i in memory_ids]))
+                self._events.update(qe.UpdateOperation.delete_points_by_filter(their_events))
 
     def _newest(self, conditions: Sequence[pl.Condition], *, limit: int, offset: int) -> list[Memory]:
         request = qe.QueryRequest(

@@ -273,8 +273,10 @@ class QdrantServerMemoryStore:
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
         if memory_ids:
             selector = models.PointIdsList(points=[pl.point_id(memory_id) for memory_id in memory_ids])
+            their_events = server_filter([pl.MatchAnyOf("memory_id", tuple(memory_ids))])
             with server_errors("delete_memories"):
                 await self._client.delete(self._memories_name, selector)
+                await self._client.delete(self._events_name, models.FilterSelector(filter=their_events))
 
     # Kept last in the class: below this def, the name `list` means the method, not the builtin.
     async def list(

@@ -313,6 +313,16 @@ async def test_delete_memories_removes_only_those_ids(store: MemoryStore) -> Non
     assert ids(await store.list(Scope(user_id="u1"))) == [keep.id]
 
 
+async def test_delete_memories_erases_the_events_that_carry_their_text(store: MemoryStore) -> None:
+    keep, drop = memory("keep"), memory("drop", at=1)
+    await put(store, keep, drop)
+    await store.add_events([event(keep.id), event(drop.id, at=1), event(drop.id, at=2)])
+
+    await store.delete_memories([drop.id])
+
+    assert [e.memory_id for e in await store.list_events("u1")] == [keep.id]
+
+
 async def test_upserting_the_same_id_twice_keeps_one_point(store: MemoryStore) -> None:
     first = memory("first version")
     await put(store, first)

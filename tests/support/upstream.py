@@ -103,8 +103,17 @@ class ScriptedUpstream:
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
             ]
         )
+
+    async def embeddings(self, request: Request) -> JSONResponse:
+        """Deterministic bag-of-words vectors (EMBEDDING_DIMENSION wide), one per input."""
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": bag_of_words(text)} for i, text in enumerate(inputs)]
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model")})
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
@@ -189,6 +198,16 @@ async def tool_call_stream(body: dict[str, Any], parts: int) -> AsyncIterator[by
     if (body.get("stream_options") or {}).get("include_usage"):
         yield sse({**chunk(body, {}, None), "choices": [], "usage": usage(10, parts)})
     yield b"data: [DONE]\n\n"
+
+
+EMBEDDING_DIMENSION = 32
+
+
+def bag_of_words(text: str) -> list[float]:
+    vector = [0.0] * EMBEDDING_DIMENSION
+    for word in re.findall(r"\w+", text.lower()):
+        vector[sum(map(ord, word)) % EMBEDDING_DIMENSION] += 1.0
+    return vector if any(vector) else [1.0] + [0.0] * (EMBEDDING_DIMENSION - 1)
 
 
 def split(text: str, parts: int) -> list[str]:

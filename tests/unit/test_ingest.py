@@ -157,7 +157,10 @@ async def test_raw_mode_stores_each_new_user_message_after_the_last_assistant_me
     assert await valid_texts(store, scope) == ["I like green tea", "I live in Austin"]
     stored = [await store.get(memory_id) for memory_id in result.created]
     assert all(m is not None and m.source_request_id == ex.request_id and m.version == 1 for m in stored)
-    assert all(m is not None and m.created_at == NOW and m.metadata == {"app": "chat"} for m in stored)
+    # The assistant message the turn answers is kept as reply_to, indexed with the memory.
+    assert all(
+        m is not None and m.created_at == NOW and m.metadata == {"app": "chat", "reply_to": "Nice."} for m in stored
+    )
     events = await store.list_events(scope.user_id)
     assert sorted(e.new_text or "" for e in events) == ["I like green tea", "I live in Austin"]
     assert {(e.action, e.model, e.source_request_id, e.reason) for e in events} == {
