@@ -17,6 +17,8 @@ import json
 import logging
 import random
 import re
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,11 +97,11 @@ async def measure(
         extra["fail_open"] = (
             after["mnemo_retrieval_fail_open_total"] - before_metrics["mnemo_retrieval_fail_open_total"]
         )
-        count = (
+        observed = (
             after["mnemo_retrieval_duration_seconds_count"] - before_metrics["mnemo_retrieval_duration_seconds_count"]
         )
         spent = after["mnemo_retrieval_duration_seconds_sum"] - before_metrics["mnemo_retrieval_duration_seconds_sum"]
-        extra["retrieval_ms_mean"] = round(spent * 1000 / count, 3) if count else None
+        extra["retrieval_ms_mean"] = round(spent * 1000 / observed, 3) if observed else None
     cpu_after, rss = service.usage()
     extra["cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / max(1, len(block.total_ms)), 3)
     extra["rss_mb"] = round(rss / 2**20, 1)
@@ -167,6 +169,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services on the way out
     args = parse_args()
     started = stats.machine()
     litellm_python = venvs.litellm_python() if "litellm" in args.targets else None

@@ -130,6 +130,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{row['embed_ms']['p99']} | {row['search_ms']['p50']} | {row['search_ms']['p99']} | {dense} | "
             f"{row['end_to_end_ms']['p50']} | {row['end_to_end_ms']['p99']} | {row['queries']} |"
         )
+    for row in result["summary"]:
+        if row["store"] == "mem0":
+            load = row.get("bulk_load") or {}
+            lines += [
+                "",
+                f"Mem0 at {row['size']:,}: ingest points/s is `Memory.add(infer=False)` one by one; the rest of "
+                f"its store was written in batches ({load.get('points', '?')} points in {load.get('seconds', '?')} s)"
+                + (", by an earlier run (the loaded store is cached in bench/.cache)." if row["reused_store"] else ".")
+                + " Its *search* column is the vector-store search inside `Memory.search` (Qdrant local mode).",
+            ]
     lines += ["", "## Goals", "", "| goal | memories | Mnemo | Mem0 | ratio | met |", "|---|---|---|---|---|---|"]
     for check in result["goals"]:
         lines.append(
