@@ -48,3 +48,12 @@ def ratio(numerator: float, denominator: float) -> float | None:
     if denominator == 0 or denominator != denominator or numerator != numerator:
         return None
     return round(numerator / denominator, 3)
+
+
+def machine_sentence(result: dict[str, Any]) -> str:
+    """The opening of every results page: when, on what, and how busy the shared machine was."""
+    start, end = result["machine_start"], result["machine_end"]
+    return (
+        f"{start['time']} → {end['time']}, {start['cpus']} CPUs ({start['cpu_model']}), shared machine: load average "
+        f"{start['load_average']} at start, {end['load_average']} at end."
+    )

@@ -121,12 +121,11 @@ def build(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    start, end = result["machine_start"], result["machine_end"]
     lines = [
         "# Gateway overhead",
         "",
-        f"{start['time']} → {end['time']}, {start['cpus']} CPUs ({start['cpu_model']}), shared machine: load average "
-        f"{start['load_average']} at start, {end['load_average']} at end. Medians over {result['setup']['rounds']} "
+        stats.machine_sentence(result) + " "
+        f"Medians over {result['setup']['rounds']} "
         "interleaved rounds; *added* is target minus direct in the same round; *retrieval ms* is Mnemo's own "
         "embed + search time per request (mean, from /metrics). Times in ms.",
         "",

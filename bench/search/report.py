@@ -110,12 +110,11 @@ def build(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    start, end = result["machine_start"], result["machine_end"]
     lines = [
         "# Search latency and scale",
         "",
-        f"{start['time']} → {end['time']}, {start['cpus']} CPUs ({start['cpu_model']}), shared machine: load average "
-        f"{start['load_average']} at start, {end['load_average']} at end. {result['setup']['users']:,} users, "
+        stats.machine_sentence(result) + " "
+        f"{result['setup']['users']:,} users, "
         f"top {result['setup']['limit']}, one query at a time. Mnemo's embedder (int8 ONNX MiniLM, 1 thread) embeds "
         f"{result['embed_texts_per_s_batch64']} texts/s in batches of 64. Times in ms.",
         "",

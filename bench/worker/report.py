@@ -66,12 +66,11 @@ def build(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    start, end = result["machine_start"], result["machine_end"]
     lines = [
         "# Worker cost",
         "",
-        f"{start['time']} → {end['time']}, {start['cpus']} CPUs ({start['cpu_model']}), shared machine: load average "
-        f"{start['load_average']} at start, {end['load_average']} at end. An instant scripted LLM; tokens counted "
+        stats.machine_sentence(result) + " "
+        "An instant scripted LLM; tokens counted "
         "with litellm's tokenizer (gpt-4o-mini encoding) on what the LLM received and answered.",
         "",
         "| run | exchanges | exchanges/s | job p50 ms | own ms/exchange | process CPU ms/exchange | LLM ms/call "

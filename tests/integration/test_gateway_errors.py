@@ -24,22 +24,13 @@ from tests.support.probes import (
     sync_client,
     user_message,
 )
-from tests.support.servers import MnemoThread, ServerThread
+from tests.support.servers import MnemoThread
 from tests.support.upstream import Failure, ScriptedUpstream
 
 MAX_BODY_BYTES = 1000
 # Small enough to make timeouts quick, large enough that a loaded machine never trips it by accident.
 UPSTREAM_TIMEOUT_S = 1.0
 ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-@pytest.fixture(scope="module")
-def gateways(
-    tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[Gateways]:
-    upstream, server = upstream_server
-    with Gateways(tmp_path_factory.mktemp("errors"), upstream, server.url + "/v1") as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,19 +23,10 @@ from tests.support.probes import (
     user_message,
     wait_for_texts,
 )
-from tests.support.servers import MnemoThread, ServerThread
+from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
 
 pytestmark = LITELLM_READONLY_WARNING
-
-
-@pytest.fixture(scope="module")
-def gateways(
-    tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
-) -> Iterator[Gateways]:
-    upstream, server = upstream_server
-    with Gateways(tmp_path_factory.mktemp("streaming"), upstream, server.url + "/v1") as started:
-        yield started
 
 
 @pytest.fixture
