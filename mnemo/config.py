@@ -103,7 +103,7 @@ class MemorySettings(_Section):
     )
     # Hybrid search (dense + BM25 keywords); defaults measured on LOCOMO, see bench/README.md "recall".
     fusion: Literal["rrf", "dbsf", "dense"] = Field(
-        default="dbsf",
+        default="rrf",
         description="Merging dense and keyword results: reciprocal rank (rrf), distribution-based (dbsf), dense only.",
     )
     rrf_k: int = Field(default=5, ge=1, description="The k constant of reciprocal rank fusion.")
@@ -114,7 +114,7 @@ class MemorySettings(_Section):
         description="Candidates fetched from each of the dense and keyword searches before fusion.",
     )
     keyword_weight: float = Field(
-        default=1.0, gt=0.0, description="Weight of the keyword (BM25) results in rrf fusion."
+        default=2.0, gt=0.0, description="Weight of the keyword (BM25) results in rrf fusion; dense results weigh 1."
     )
     recency_half_life_days: float | None = Field(
         default=None, gt=0, description="When set, older memories score lower: a memory this many days old counts half."
@@ -131,6 +131,10 @@ class EmbedderSettings(_Section):
     api_key_env: str | None = Field(default=None, description="Environment variable holding the embeddings API key.")
     dimension: int | None = Field(default=None, description="Vector size for kind=openai.")
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads for kind=local.")
+    activations: Literal["int8", "float32"] = Field(
+        default="int8",
+        description="kind=local: 'int8' (fused int8 products, ~2x faster) or 'float32' (the wheel's graph as shipped).",
+    )
 
 
 class StoreSettings(_Section):

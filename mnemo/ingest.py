@@ -69,7 +69,7 @@ class MemoryWriter:
         result.facts = len(facts)
         if not facts:
             return result
-        vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts])
+        vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts], background=True)
         existing = await self._similar(exchange.scope, vectors)
         decisions = await self._decide(result, facts, existing)
         await self._apply(exchange, result, facts, vectors, existing, decisions)
@@ -128,7 +128,8 @@ class MemoryWriter:
             texts = [m.text for m in new_memories]
             known = dict(zip(facts, vectors, strict=True))
             missing = [t for t in texts if t not in known]
-            known.update(zip(missing, await self.embedder.embed([_indexed(exchange, t) for t in missing]), strict=True))
+            indexed = [_indexed(exchange, t) for t in missing]
+            known.update(zip(missing, await self.embedder.embed(indexed, background=True), strict=True))
             await self.store.upsert(new_memories, [known[t] for t in texts])
         for old, successor in invalidations:
             await self.store.invalidate(old.id, at, successor)

@@ -30,7 +30,7 @@ class Retriever:
 
     async def search(self, scope: Scope, query: str, *, limit: int, threshold: float) -> list[ScoredMemory]:
         """Hybrid search: meaning (dense, at least ``threshold`` cosine similarity) fused with keywords."""
-        (vector,) = await self.embedder.embed([query])
+        vector = await self.embedder.embed_query(query)
         return await self.store.search(scope, vector, limit=limit, query_text=query, score_threshold=threshold)
 
     async def retrieve(self, scope: Scope, query: str, *, limit: int, threshold: float, timeout_s: float) -> Retrieval:

@@ -54,7 +54,8 @@ async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, A
     redis = ctx["redis"]
     if await redis.exists(APPLIED_KEY.format(request_id=exchange.request_id)):
         await mark_applied(redis, exchange)
-        return {"status": "already-applied", "request_id": exchange.request_id}
+        # A retry of a job whose first try applied it but lost Redis before reporting back.
+        return {"status": "already-applied", "request_id": exchange.request_id, "sequence": exchange.sequence}
     await take_turn(redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S))
     started = time.perf_counter()
     try:

@@ -124,14 +124,16 @@ async def baselines(conversations: list[Conversation], embedder: LocalOnnxEmbedd
 
 
 SWEEP: list[tuple[str, dict[str, Any]]] = [
-    ("defaults (dbsf, 20 candidates)", {}),
+    ("defaults (rrf k=5, keyword weight 2, 20 candidates)", {}),
     ("dense only", {"fusion": "dense"}),
-    ("dbsf, 50 candidates", {"hybrid_candidates": 50}),
-    ("rrf k=5, 20 candidates", {"fusion": "rrf"}),
-    ("rrf k=5, 50 candidates", {"fusion": "rrf", "hybrid_candidates": 50}),
-    ("rrf k=60, 50 candidates", {"fusion": "rrf", "rrf_k": 60, "hybrid_candidates": 50}),
-    ("rrf k=5, keyword weight 2", {"fusion": "rrf", "keyword_weight": 2.0}),
-    ("rrf k=5, keyword weight 0.5", {"fusion": "rrf", "keyword_weight": 0.5}),
+    ("dbsf, 20 candidates", {"fusion": "dbsf"}),
+    ("dbsf, 50 candidates", {"fusion": "dbsf", "hybrid_candidates": 50}),
+    ("rrf k=5, keyword weight 1", {"keyword_weight": 1.0}),
+    ("rrf k=5, keyword weight 0.5", {"keyword_weight": 0.5}),
+    ("rrf k=5, keyword weight 3", {"keyword_weight": 3.0}),
+    ("rrf k=10, keyword weight 2", {"rrf_k": 10}),
+    ("rrf k=60, keyword weight 2", {"rrf_k": 60}),
+    ("rrf, 50 candidates", {"hybrid_candidates": 50}),
     ("recency half-life 30 d", {"recency_half_life_days": 30.0}),
     ("recency half-life 365 d", {"recency_half_life_days": 365.0}),
     ("threshold 0.0", {"score_threshold": 0.0}),
@@ -188,7 +190,7 @@ def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     conversations = load(Path(args.data))
-    embedder = LocalOnnxEmbedder(threads=1)
+    embedder = LocalOnnxEmbedder(threads=1, activations=args.activations)
     try:
         results: dict[str, Any] = {"run": report.run_info(args, conversations)}
         results["baselines"] = await baselines(conversations, embedder)
@@ -208,6 +210,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep", action="store_true", help="also measure fusion/knob variants on the raw store")
     parser.add_argument(
         "--no-reply-context", action="store_true", help="do not pass the previous turn as metadata.reply_to"
+    )
+    parser.add_argument(
+        "--activations", choices=["int8", "float32"], default="int8", help="the local embedder's embedder.activations"
     )
     parser.add_argument("--extraction-model", help="litellm model for extraction mode, e.g. openai/gpt-4o-mini")
     parser.add_argument("--extraction-base-url", help="OpenAI-compatible base URL for extraction mode")

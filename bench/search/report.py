@@ -102,7 +102,8 @@ def build(
         "machine_start": start,
         "machine_end": end,
         "setup": setup,
-        "embed_texts_per_s_batch64": measured["embed_texts_per_s"],
+        "embed_texts_per_s": measured["embed_texts_per_s"],
+        "embedders": measured.get("embedders", []),
         "summary": summary,
         "goals": goals(summary, measured),
         "raw": measured["rows"],
@@ -115,8 +116,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         stats.machine_sentence(result) + " "
         f"{result['setup']['users']:,} users, "
-        f"top {result['setup']['limit']}, one query at a time. Mnemo's embedder (int8 ONNX MiniLM, 1 thread) embeds "
-        f"{result['embed_texts_per_s_batch64']} texts/s in batches of 64. Times in ms.",
+        f"top {result['setup']['limit']}, one query at a time. Mnemo's embedder (MiniLM, int8 graph, 1 thread) embeds "
+        f"{result['embed_texts_per_s']} texts/s one per forward pass, as memories are stored. Times in ms.",
         "",
         "| store | memories | ingest points/s | embed p50 | embed p99 | search p50 | search p99 "
         "| dense-only search p50 | embed+search p50 | embed+search p99 | queries |",
@@ -139,6 +140,19 @@ def markdown(result: dict[str, Any]) -> str:
                 + (", by an earlier run (the loaded store is cached in bench/.cache)." if row["reused_store"] else ".")
                 + " Its *search* column is the vector-store search inside `Memory.search` (Qdrant local mode).",
             ]
+    if result.get("embedders"):
+        lines += [
+            "",
+            "## Embedder variants (`embedder.activations`), same queries",
+            "",
+            "| activations | query p50 | query p99 | stored texts/s |",
+            "|---|---|---|---|",
+        ]
+        for variant in result["embedders"]:
+            lines.append(
+                f"| {variant['activations']} | {variant['query_ms']['p50']} | {variant['query_ms']['p99']} | "
+                f"{variant['stored_texts_per_s']} |"
+            )
     lines += ["", "## Goals", "", "| goal | memories | Mnemo | Mem0 | ratio | met |", "|---|---|---|---|---|---|"]
     for check in result["goals"]:
         lines.append(

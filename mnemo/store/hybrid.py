@@ -23,10 +23,10 @@ _SECONDS_PER_DAY = 86400.0
 
 @dataclass(frozen=True)
 class HybridOptions:
-    fusion: Fusion = "dbsf"
+    fusion: Fusion = "rrf"
     rrf_k: int = 5
     candidates: int = 20  # per prefetch
-    keyword_weight: float = 1.0  # RRF weight of the keyword list; the dense list weighs 1.0
+    keyword_weight: float = 2.0  # RRF weight of the keyword list; the dense list weighs 1.0
     recency_half_life_days: float | None = None
 
     @classmethod

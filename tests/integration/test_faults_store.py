@@ -106,7 +106,8 @@ def test_a_dependency_that_is_down_fails_chats_open_and_the_worker_retries_until
         for name in ("search", "upsert", "ping", "list"):
             outage.fail(mnemo.core.store, name, StoreError("scripted: store down"))
     else:
-        outage.fail(mnemo.core.embedder, "embed", EmbedderError("scripted: embedder down"))
+        for name in ("embed", "embed_query"):
+            outage.fail(mnemo.core.embedder, name, EmbedderError("scripted: embedder down"))
 
     answered = chat(mnemo, user, "I moved to Denver")
     assert answered.headers["x-mnemo-memories"] == "0"
@@ -114,9 +115,9 @@ def test_a_dependency_that_is_down_fails_chats_open_and_the_worker_retries_until
     assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason=reason) == 1
     status, checks = readiness(mnemo)
     assert status == 503 and checks[dependency].startswith("unavailable") and checks["queue"] == "ok"
-    # Each try of the job searches (store) or embeds (embedder) first; the chat did so once too,
-    # and the readiness probe embeds.
-    failing, before_job = ("search", 1) if dependency == "store" else ("embed", 2)
+    # Each try of the job searches (store) or embeds (embedder) first. The chat searched once too;
+    # it embedded its query with embed_query, and the readiness probe used embed.
+    failing, before_job = ("search", 1) if dependency == "store" else ("embed", 1)
     wait_until(lambda: outage.calls.get(failing, 0) >= before_job + FAILED_TRIES, timeout=20)
 
     outage.end()
@@ -141,6 +142,7 @@ def test_a_hung_dependency_costs_a_chat_only_the_retrieval_budget(
         outage.hang(mnemo.core.store, "search")
     else:
         outage.hang(mnemo.core.embedder, "embed")
+        outage.hang(mnemo.core.embedder, "embed_query")
     # memory=read: nothing is recorded, so no job meets the hung dependency after the chats.
     answers = [chat(mnemo, user, f"Question {n} about where I live?", memory="read") for n in range(3)]
     assert [a.headers["x-mnemo-memories"] for a in answers] == ["0", "0", "0"]

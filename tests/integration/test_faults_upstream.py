@@ -8,6 +8,7 @@ import asyncio
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,6 +54,9 @@ class ResettingUpstream:
                         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                         b'2c\r\ndata: {"choices":[{"index":0,"delta":{}}]}\n\n\r\n'
                     )
+                    # Let the gateway read the head first: a reset that overtakes it on the wire
+                    # would discard the unread head, making this a reset before any answer.
+                    time.sleep(0.3)
                 # SO_LINGER 0: close() sends RST instead of FIN.
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

@@ -39,9 +39,12 @@ class BagOfWordsEmbedder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, background: bool = False) -> list[list[float]]:
         self.calls.append(list(texts))
         return [self.vector(text) for text in texts]
+
+    async def embed_query(self, text: str) -> list[float]:
+        return self.vector(text)
 
     @staticmethod
     def vector(text: str) -> list[float]:

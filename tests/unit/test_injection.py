@@ -159,16 +159,18 @@ def test_an_oversized_best_memory_stops_selection_rather_than_skipping_to_worse_
     assert select_memories([huge, small], budget=200, count=words) == []
 
 
-def test_near_duplicates_differing_in_case_and_whitespace_collapse_to_the_best_one() -> None:
+def test_near_duplicates_differing_in_case_spacing_and_punctuation_collapse_to_the_best_one() -> None:
     best = scored("Lives in Austin", score=0.9)
     hits = [
         best,
         scored("lives  in   AUSTIN", score=0.8),
-        scored("  Lives in austin \n", score=0.7),
+        scored("  Lives in austin. \n", score=0.7),
+        scored("Lives, in Austin!", score=0.65),
         scored("Likes tea", score=0.6),
+        scored("Likes tea, and coffee", score=0.5),
     ]
     chosen = select_memories(hits, budget=1000, count=words)
-    assert [hit.memory.text for hit in chosen] == ["Lives in Austin", "Likes tea"]
+    assert [hit.memory.text for hit in chosen] == ["Lives in Austin", "Likes tea", "Likes tea, and coffee"]
     assert chosen[0] is best
 
 

@@ -1,0 +1,111 @@
+"""The bundled embedder: the rebuilt int8 graph against the wheel's float32 graph, lanes, checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, _lower_thread_priority, verify_sha256
+from mnemo.errors import EmbedderError
+
+SENTENCES = [
+    "Caroline went to the LGBTQ support group on 7 May 2023.",
+    "Melanie painted a sunrise over the lake last year.",
+    "My sister's name is Ana and she lives in Lisbon.",
+    "I'm allergic to peanuts, so please never suggest satay.",
+    "We adopted a rescue dog called Biscuit in March.",
+    "The quarterly report is due on Friday; remind me on Thursday.",
+    "hi",
+    "What did Caroline say about the adoption agency last week?",
+]
+
+
+@pytest.fixture(scope="module")
+def int8() -> Iterator[LocalOnnxEmbedder]:
+    embedder = LocalOnnxEmbedder(activations="int8")
+    yield embedder
+    asyncio.run(embedder.close())
+
+
+@pytest.fixture(scope="module")
+def float32() -> Iterator[LocalOnnxEmbedder]:
+    embedder = LocalOnnxEmbedder(activations="float32")
+    yield embedder
+    asyncio.run(embedder.close())
+
+
+def test_the_int8_graph_stays_close_to_the_float32_graph(int8: LocalOnnxEmbedder, float32: LocalOnnxEmbedder) -> None:
+    fast, reference = int8.encode(SENTENCES), float32.encode(SENTENCES)
+    cosines = (fast * reference).sum(axis=1)
+    assert cosines.min() >= 0.97
+    assert cosines.mean() >= 0.985
+    # Nearest neighbours agree: each sentence's closest other sentence is the same under both.
+    for vectors in (fast, reference):
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    nearest = [np.argsort(-(v @ v.T), axis=1)[:, 1] for v in (fast, reference)]
+    assert (nearest[0] == nearest[1]).mean() >= 0.75
+
+
+def test_an_int8_vector_does_not_depend_on_what_shares_its_batch(int8: LocalOnnxEmbedder) -> None:
+    alone = np.concatenate([int8.encode([sentence]) for sentence in SENTENCES])
+    together = int8.encode(SENTENCES)
+    np.testing.assert_array_equal(alone, together)
+
+
+def test_the_two_variants_have_different_model_ids(int8: LocalOnnxEmbedder, float32: LocalOnnxEmbedder) -> None:
+    # The store records the id, so a data directory built by one variant refuses the other.
+    assert int8.model_id == LOCAL_MODEL_IDS["int8"] != float32.model_id == LOCAL_MODEL_IDS["float32"]
+
+
+def test_concurrent_calls_on_every_lane_get_their_own_vectors_in_order(int8: LocalOnnxEmbedder) -> None:
+    expected = int8.encode(SENTENCES)
+
+    async def scenario() -> tuple[list[list[list[float]]], list[list[float]]]:
+        stored = [int8.embed([text], background=index % 2 == 0) for index, text in enumerate(SENTENCES[:-2])]
+        stored.append(int8.embed(SENTENCES[-2:], background=True))
+        queries = [int8.embed_query(text) for text in SENTENCES]
+        return await asyncio.gather(*stored), await asyncio.gather(*queries)
+
+    stored, queries = asyncio.run(scenario())
+    # Stored texts run one per forward pass: exactly the vectors of a lone run.
+    np.testing.assert_array_equal(np.array([v for group in stored for v in group], dtype=np.float32), expected)
+    # Concurrent queries share a batch, which shifts int8 vectors only slightly.
+    assert (np.array(queries, dtype=np.float32) * expected).sum(axis=1).min() >= 0.95
+
+
+def test_a_repeated_query_is_answered_from_the_cache(int8: LocalOnnxEmbedder) -> None:
+    async def scenario() -> tuple[list[float], list[float], list[list[float]]]:
+        first = await int8.embed_query("Where does my sister live?")
+        return first, await int8.embed_query("Where does my sister live?"), await int8.embed([])
+
+    first, second, nothing = asyncio.run(scenario())
+    assert first is second and nothing == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")
+def test_the_background_lane_thread_runs_at_a_lower_priority() -> None:
+    seen: dict[str, int] = {}
+
+    def lowered() -> None:
+        _lower_thread_priority(10)
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=lowered)
+    thread.start()
+    thread.join()
+    assert seen["thread"] == os.getpriority(os.PRIO_PROCESS, 0) + 10 or seen["thread"] == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_replaced_model_file_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not the model")
+    with pytest.raises(EmbedderError, match="corrupt or replaced"):
+        verify_sha256(model, "0" * 64)
