@@ -31,7 +31,7 @@ from gateway.request_log import drop_request_notes
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.models import Memory, Scope, utcnow
-from mnemo.queue import APPLIED_SEQUENCE_KEY, JOB_NAME, SEQUENCE_KEY
+from mnemo.queue import APPLIED_AT_KEY, APPLIED_SEQUENCE_KEY, JOB_NAME, SEQUENCE_JOBS_KEY, SEQUENCE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
         failed = await drop_failed_jobs(redis, user_id)
         await drop_job_results(redis, user_id)
         await drop_request_notes(redis, user_id)
-        await redis.delete(SEQUENCE_KEY.format(user_id=user_id), APPLIED_SEQUENCE_KEY.format(user_id=user_id))
+        keys = (SEQUENCE_KEY, APPLIED_SEQUENCE_KEY, APPLIED_AT_KEY, SEQUENCE_JOBS_KEY)
+        await redis.delete(*(key.format(user_id=user_id) for key in keys))
     except (QueueError, RedisError, OSError) as exc:
         raise GatewayError(
             503, "redis is unavailable; nothing was erased, retry later", type="server_error", code="queue_unavailable"

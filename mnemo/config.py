@@ -174,7 +174,10 @@ class ExtractionSettings(_Section):
     mode: Literal["auto", "raw", "llm"] = Field(
         default="auto", description="'auto' is 'llm' when a model is configured, else 'raw'."
     )
-    model: str | None = Field(default=None, description="A litellm model name, e.g. 'openai/gpt-4o-mini'.")
+    model: str | None = Field(
+        default=None,
+        description="A litellm model name, e.g. 'openai/gpt-4o-mini' (openai/ models are called directly).",
+    )
     base_url: str | None = Field(default=None, description="API base URL for the extraction model.")
     api_key: SecretStr | None = Field(default=None, description="Key for the extraction model; prefer api_key_env.")
     api_key_env: str | None = Field(

@@ -7,10 +7,12 @@ with a ``schema_version``, never pickles of our classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from pydantic import BaseModel, Field
@@ -27,6 +29,18 @@ SCHEMA_VERSION = 1
 # applies number N only after N-1 (see workers/ordering.py).
 SEQUENCE_KEY = "mnemo:seq:{user_id}"
 APPLIED_SEQUENCE_KEY = "mnemo:applied-seq:{user_id}"
+APPLIED_AT_KEY = "mnemo:applied-at:{user_id}"  # when applied-seq last moved (unix seconds)
+# Which job carries each of a user's numbers not yet applied, so a job waiting for number N-1
+# can find that job in the queue (workers.ordering.pull_forward).
+SEQUENCE_JOBS_KEY = "mnemo:seq-jobs:{user_id}"
+SEQUENCE_JOBS_TTL_S = 7 * 24 * 3600
+# Number the exchange and note its job in one round trip.
+NUMBER_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], n, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return n
+"""
 
 
 class ExchangeMessage(BaseModel):
@@ -94,6 +108,10 @@ class ExchangeQueue:
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pool: ArqRedis | None = None
+        # Numbering and enqueueing of one user's exchanges happen one at a time, so the queue
+        # holds them in number order (see workers.ordering: a job whose predecessor sits behind
+        # it in the queue must give its slot back, which shuffles the user's backlog).
+        self._user_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, holders and waiters
 
     @classmethod
     async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:
@@ -115,8 +133,11 @@ class ExchangeQueue:
         pool = await self.pool()
         try:
             # A hung Redis must not hold a finished response open.
-            async with asyncio.timeout(self._timeout_s):
-                sequence = await pool.incr(SEQUENCE_KEY.format(user_id=exchange.scope.user_id))
+            async with asyncio.timeout(self._timeout_s), self._user_lock(exchange.scope.user_id):
+                user_id = exchange.scope.user_id
+                keys = (SEQUENCE_KEY.format(user_id=user_id), SEQUENCE_JOBS_KEY.format(user_id=user_id))
+                numbering = pool.eval(NUMBER_SCRIPT, 2, *keys, job_id, str(SEQUENCE_JOBS_TTL_S))
+                sequence = await cast(Awaitable[Any], numbering)  # redis-py types it sync-or-async
                 numbered = exchange.model_copy(update={"sequence": int(sequence)})
                 await pool.enqueue_job(
                     JOB_NAME, encode_exchange(numbered), _job_id=job_id, _queue_name=self._queue_name
@@ -124,6 +145,20 @@ class ExchangeQueue:
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc
         return job_id
+
+    @contextlib.asynccontextmanager
+    async def _user_lock(self, user_id: str) -> AsyncIterator[None]:
+        lock, users = self._user_locks.get(user_id) or (asyncio.Lock(), 0)
+        self._user_locks[user_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._user_locks[user_id]
+            if users == 1:
+                del self._user_locks[user_id]  # nobody holds or awaits it: keep the dict to active users
+            else:
+                self._user_locks[user_id] = (lock, users - 1)
 
     async def ping(self) -> None:
         pool = await self.pool()

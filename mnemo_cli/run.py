@@ -16,7 +16,7 @@ from gateway.app import create_app
 from mnemo.config import Settings
 from mnemo.embedded_redis import EmbeddedRedis
 from mnemo.errors import ConfigError
-from mnemo.llm import import_litellm
+from mnemo.llm import import_litellm, uses_litellm
 from mnemo.queue import redis_settings
 from mnemo.runtime import Core, open_core
 from workers.settings import build_worker
@@ -74,7 +74,7 @@ async def run_up(settings: Settings) -> None:
 
 
 async def serve_with_worker(settings: Settings, core: Core, redis: RedisSettings) -> None:
-    if settings.extraction.effective_mode == "llm":
+    if uses_litellm(settings.extraction):
         import_litellm()  # a multi-second synchronous import: do it before the gateway serves requests
     worker = build_worker(settings, redis, core=core)
     worker_task = asyncio.create_task(worker.async_run(), name="mnemo-worker")

@@ -21,7 +21,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from mnemo.errors import EmbedderError, ExtractionError, StoreError, TransientExtractionError
 from mnemo.ingest import IngestResult, MemoryWriter
 from mnemo.queue import Exchange, decode_exchange
-from workers.ordering import ORDER_RECHECK_S, ORDER_WAIT_S, mark_applied, take_turn
+from workers.ordering import (
+    ORDER_RECHECK_S,
+    ORDER_WAIT_S,
+    QueuePlace,
+    TurnSignals,
+    mark_applied,
+    take_turn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +60,32 @@ async def process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
 async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
     redis = ctx["redis"]
     if await redis.exists(APPLIED_KEY.format(request_id=exchange.request_id)):
-        await mark_applied(redis, exchange)
+        await mark_applied(redis, exchange, ctx.get("turns"))
         # A retry of a job whose first try applied it but lost Redis before reporting back.
         return {"status": "already-applied", "request_id": exchange.request_id, "sequence": exchange.sequence}
-    await take_turn(redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S))
+    await take_turn(
+        redis,
+        exchange,
+        waited_since(ctx),
+        ctx.get("order_wait_s", ORDER_WAIT_S),
+        ctx.get("turns"),
+        queue_place(ctx),
+    )
     started = time.perf_counter()
     try:
         result = await apply_in_user_lock(ctx, exchange)
     except (TransientExtractionError, StoreError, EmbedderError) as exc:
         return await retry_later(ctx, exchange, exc)
     except ExtractionError as exc:
-        return await record_failure(redis, exchange, exc)
+        return await record_failure(redis, exchange, exc, ctx.get("turns"))
     await redis.set(APPLIED_KEY.format(request_id=exchange.request_id), "1", ex=LEDGER_TTL_S)
-    await mark_applied(redis, exchange)
+    await mark_applied(redis, exchange, ctx.get("turns"))
     return outcome(exchange, result, started)
+
+
+def queue_place(ctx: dict[str, Any]) -> QueuePlace | None:
+    score, queue_name = ctx.get("score"), ctx.get("queue_name")
+    return QueuePlace(queue_name, int(score)) if isinstance(score, int) and isinstance(queue_name, str) else None
 
 
 def waited_since(ctx: dict[str, Any]) -> float:
@@ -82,7 +101,7 @@ async def retry_later(ctx: dict[str, Any], exchange: Exchange, exc: Exception) -
     failures = int(await redis.incr(key))
     await redis.expire(key, LEDGER_TTL_S)
     if failures >= ctx.get("max_failures", 1):
-        return await record_failure(redis, exchange, exc)
+        return await record_failure(redis, exchange, exc, ctx.get("turns"))
     delay = backoff_seconds(failures, ctx["retry_base_delay_s"])
     logger.warning("exchange %s: %s; retrying in %.1fs", exchange.request_id, exc, delay)
     raise Retry(defer=delay) from exc
@@ -107,11 +126,13 @@ async def apply_in_user_lock(ctx: dict[str, Any], exchange: Exchange) -> IngestR
             logger.warning("user lock expired before release")
 
 
-async def record_failure(redis: Any, exchange: Exchange, exc: Exception) -> dict[str, Any]:
+async def record_failure(
+    redis: Any, exchange: Exchange, exc: Exception, signals: TurnSignals | None = None
+) -> dict[str, Any]:
     logger.error("exchange %s failed for good: %s", exchange.request_id, exc)
     failure = {"request_id": exchange.request_id, "user_id": exchange.scope.user_id, "reason": str(exc)[:500]}
     await redis.hset(FAILED_KEY.format(request_id=exchange.request_id), mapping=failure)
-    await mark_applied(redis, exchange)  # a failed exchange must not hold up the user's next ones
+    await mark_applied(redis, exchange, signals)  # a failed exchange must not hold up the user's next ones
     return {"status": "failed", **failure}
 
 

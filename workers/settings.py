@@ -17,12 +17,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from mnemo.config import Settings
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
-from mnemo.llm import LiteLLMClient, stop_litellm_background
+from mnemo.llm import build_llm, stop_litellm_background
 from mnemo.queue import JOB_NAME
 from mnemo.runtime import Core, open_core
 from workers.jobs import USER_LOCK_WAIT_S
 from workers.metrics import measured_process_exchange
-from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S
+from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S, TurnSignals
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def build_extractor(settings: Settings) -> Extractor | None:
     if settings.extraction.effective_mode == "raw" and not settings.extraction.model:
         logger.info("worker in raw mode: each user message is stored as a memory (no extraction model configured)")
         return None
-    return Extractor(LiteLLMClient(settings.extraction))
+    return Extractor(build_llm(settings.extraction))
 
 
 def job_limits(job_timeout_s: float) -> dict[str, float]:
@@ -87,17 +87,21 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         ctx["core"] = core or await open_core(settings)
         ctx["own_core"] = own_core
         extractor = build_extractor(settings)
+        ctx["extractor"] = extractor
         mode = settings.extraction.effective_mode
         logger.info("worker extraction mode: %s", mode)
         ctx["writer"] = MemoryWriter(
             ctx["core"].store, ctx["core"].embedder, extractor, mode, settings.extraction.similar_limit
         )
+        ctx["turns"] = TurnSignals()
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
         ctx.update(job_limits(settings.worker.job_timeout_s))
         ctx["max_failures"] = settings.worker.max_tries
-        ctx["metrics_queue_name"] = settings.redis.queue_name
+        ctx["metrics_queue_name"] = ctx["queue_name"] = settings.redis.queue_name
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if ctx.get("extractor") is not None:
+            await ctx["extractor"].llm.aclose()
         await stop_litellm_background()
         if ctx.get("own_core"):
             await ctx["core"].close()

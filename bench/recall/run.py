@@ -31,7 +31,7 @@ from mnemo.config import ExtractionSettings, MemorySettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
-from mnemo.llm import LiteLLMClient
+from mnemo.llm import build_llm
 from mnemo.models import Scope
 from mnemo.queue import Exchange, ExchangeMessage
 from mnemo.retrieval import Retriever
@@ -150,7 +150,7 @@ async def run_mode(
 ) -> dict[str, Any]:
     memory = MemorySettings()
     identity = StoreIdentity(embedder.model_id, embedder.dimension)
-    extractor = Extractor(LiteLLMClient(extraction_settings(args))) if mode == "llm" else None
+    extractor = Extractor(build_llm(extraction_settings(args))) if mode == "llm" else None
     with tempfile.TemporaryDirectory(prefix="mnemo-recall-") as tmp:
         store = open_store(Path(tmp), identity, memory)
         await store.open()
@@ -160,6 +160,8 @@ async def run_mode(
             result |= await ask(conversations, Retriever(embedder, store), memory, build_token_counter())
         finally:
             await store.close()
+            if extractor is not None:
+                await extractor.llm.aclose()
         if args.sweep and mode == "raw":
             result["sweep"] = await sweep(conversations, embedder, Path(tmp), identity)
     return result

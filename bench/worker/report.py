@@ -77,8 +77,15 @@ def markdown(result: dict[str, Any]) -> str:
         "| LLM calls/exchange | prompt tokens/exchange | completion tokens/exchange |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in (("mnemo_sequential", "Mnemo, max_jobs=1"), ("mnemo_concurrent", "Mnemo, max_jobs=8")):
-        run = result[name]
+    runs = (
+        ("mnemo_sequential", "Mnemo, max_jobs=1"),
+        ("mnemo_via_litellm", "Mnemo, max_jobs=1, extraction through litellm"),
+        ("mnemo_concurrent", "Mnemo, max_jobs=8"),
+    )
+    for name, label in runs:
+        run = result.get(name)
+        if not run:
+            continue
         each = per_exchange(run)
         llm_ms = run["llm_ms_total"] / max(1, run["llm_calls"])
         lines.append(

@@ -3,6 +3,9 @@ recording scripted LLM, and Mem0's ``Memory.add(infer=True)`` on the same exchan
 
     .venv/bin/python -m bench.worker.run [--exchanges 100] [--throughput-exchanges 300] [--quick]
 
+The sequential run is repeated with extraction routed through litellm instead of the direct
+httpx client, to show what the direct path saves.
+
 Writes bench/results/worker.{json,md}. Tokens are counted with litellm's tokenizer (offline) on
 what the scripted LLM received and answered, the same way for both.
 """
@@ -19,6 +22,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,11 +36,12 @@ from bench.worker import report
 from bench.worker.stages import Stages
 from mnemo.config import Settings
 from mnemo.embedded_redis import EmbeddedRedis
-from mnemo.llm import import_litellm
+from mnemo.llm import LiteLLMClient, import_litellm
 from mnemo.models import Scope, utcnow
 from mnemo.queue import Exchange, ExchangeMessage, ExchangeQueue, redis_settings
 from mnemo.runtime import open_core
 from tests.support.servers import free_port
+from workers import settings as worker_settings
 from workers.settings import build_worker
 
 logger = logging.getLogger("bench.worker")
@@ -151,7 +157,7 @@ def summarise_jobs(results: list[Any], wall: float, cpu: float, timer: Stages, c
         "wall_s": round(wall, 3),
         "exchanges_per_s": round(count / wall, 1),
         "job_ms": stats.summary(durations),
-        "llm_calls": timer.calls.get("LiteLLMClient.complete", 0),
+        "llm_calls": timer.llm_calls,
         "llm_ms_total": round(timer.llm_seconds * 1000, 1),
         "own_ms_per_exchange": round((sum(durations) - timer.llm_seconds * 1000) / max(1, len(applied)), 3),
         "stage_ms_per_exchange": timer.per_exchange(count),
@@ -216,18 +222,37 @@ def start_upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the scripted upstream did not start")
 
 
+@contextmanager
+def extraction_through_litellm() -> Iterator[None]:
+    """The same openai/ model through litellm instead of httpx: what the direct path saves."""
+    original = worker_settings.build_llm
+    worker_settings.build_llm = LiteLLMClient
+    try:
+        yield
+    finally:
+        worker_settings.build_llm = original
+
+
 def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     same = make_exchanges(args.exchanges, args.users)
     recorded(url)
     sequential = asyncio.run(run_mnemo(url, same, 1, args.redis_url))
     sequential["tokens"] = count_tokens(recorded(url))
+    with extraction_through_litellm():
+        via_litellm = asyncio.run(run_mnemo(url, same, 1, args.redis_url))
+    via_litellm["tokens"] = count_tokens(recorded(url))
     peer = run_mem0(url, same) if not args.skip_mem0 else None
     if peer is not None:
         peer["tokens"] = count_tokens(recorded(url))
     many = make_exchanges(args.throughput_exchanges, args.users * 3, seed=6)
     concurrent = asyncio.run(run_mnemo(url, many, 8, args.redis_url))
     concurrent["tokens"] = count_tokens(recorded(url))
-    return {"mnemo_sequential": sequential, "mnemo_concurrent": concurrent, "mem0": peer}
+    return {
+        "mnemo_sequential": sequential,
+        "mnemo_via_litellm": via_litellm,
+        "mnemo_concurrent": concurrent,
+        "mem0": peer,
+    }
 
 
 def parse_args() -> argparse.Namespace:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from mnemo.embedding import LocalOnnxEmbedder
-from mnemo.llm import LiteLLMClient
+from mnemo.llm import LiteLLMClient, OpenAICompatibleLLM
 from mnemo.store.edge import EdgeMemoryStore
 
 
@@ -15,8 +15,9 @@ class Stages:
     """Wall time inside the LLM client, the embedder and the store, by patching their classes for the
     measured run only (bench-side; nothing in the packages changes)."""
 
+    LLM_TARGETS = ((OpenAICompatibleLLM, "complete"), (LiteLLMClient, "complete"))
     TARGETS = (
-        (LiteLLMClient, "complete"),
+        *LLM_TARGETS,
         (LocalOnnxEmbedder, "embed"),
         (EdgeMemoryStore, "search"),
         (EdgeMemoryStore, "upsert"),
@@ -50,7 +51,11 @@ class Stages:
 
     @property
     def llm_seconds(self) -> float:
-        return self.seconds.get("LiteLLMClient.complete", 0.0)
+        return sum(self.seconds.get(f"{owner.__name__}.{name}", 0.0) for owner, name in self.LLM_TARGETS)
+
+    @property
+    def llm_calls(self) -> int:
+        return sum(self.calls.get(f"{owner.__name__}.{name}", 0) for owner, name in self.LLM_TARGETS)
 
     def per_exchange(self, count: int) -> dict[str, float]:
         return {key: round(value * 1000 / count, 3) for key, value in sorted(self.seconds.items())}

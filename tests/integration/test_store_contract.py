@@ -427,7 +427,8 @@ async def test_hybrid_search_matches_who_said_it(store: MemoryStore) -> None:
 
     # The dense vectors tie, and the engine breaks dense ties in no promised order, so the query
     # shares no word with the text: only the speaker in the indexed context line can match.
-    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=1, query_text="What did Caroline say about the show?")
+    query = "What did Caroline say about the show?"
+    found = await store.search(Scope(user_id="u1"), vec(1.0), limit=1, query_text=query)
 
     assert [hit.memory.id for hit in found] == [caroline.id]
 

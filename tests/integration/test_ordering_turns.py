@@ -1,0 +1,128 @@
+"""Taking turns within one user's exchanges, against the real Redis: the gateway queues a
+user's exchanges in number order, a job applied in this process wakes its successor at once,
+and the bound on waiting only lets a job skip ahead when the user's exchanges stopped moving (a
+lost number), never because the backlog is long."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as redis_async
+from arq import Retry
+from arq.connections import RedisSettings
+
+from mnemo.models import Scope, utcnow
+from mnemo.queue import APPLIED_AT_KEY, SEQUENCE_JOBS_KEY, Exchange, ExchangeQueue
+from tests.conftest import REDIS_URL
+from workers import ordering
+from workers.ordering import TurnSignals, applied_sequence, mark_applied, take_turn, wait_for_turn
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Any]:
+    client = redis_async.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+def exchange(user: str, sequence: int) -> Exchange:
+    now = utcnow()
+    return Exchange(
+        request_id=f"req-{uuid.uuid4().hex}",
+        scope=Scope(user_id=user),
+        model="m",
+        messages=[],
+        reply="ok",
+        started_at=now,
+        completed_at=now,
+        sequence=sequence,
+    )
+
+
+def fresh_user() -> str:
+    return f"turns-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_job_applied_in_this_process_wakes_its_successor_without_polling(
+    redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ordering, "POLL_S", 60.0)  # polling alone would not see the turn in time
+    user, signals = fresh_user(), TurnSignals()
+    second = asyncio.create_task(wait_for_turn(redis, exchange(user, 2), wait_s=120, signals=signals))
+    await asyncio.sleep(0.1)
+    assert not second.done()
+
+    await mark_applied(redis, exchange(user, 1), signals)
+
+    assert await asyncio.wait_for(second, timeout=5) is True
+
+
+async def test_a_long_backlog_that_still_moves_never_breaks_the_order(redis: Any) -> None:
+    user = fresh_user()
+    await mark_applied(redis, exchange(user, 1))  # the user's exchanges moved just now
+
+    with pytest.raises(Retry):  # #3 has waited past the bound, but #2 may still be coming
+        await take_turn(redis, exchange(user, 3), waited_s=31.0, wait_s=30.0)
+
+    assert await applied_sequence(redis, user) == 1
+
+
+async def test_a_lost_number_is_skipped_once_the_user_made_no_progress_for_the_bound(redis: Any) -> None:
+    user = fresh_user()
+    await mark_applied(redis, exchange(user, 1))
+    await redis.set(APPLIED_AT_KEY.format(user_id=user), time.time() - 31.0)  # #2 never came
+
+    await take_turn(redis, exchange(user, 3), waited_s=31.0, wait_s=30.0)  # goes ahead, no Retry
+
+
+async def test_a_job_that_has_not_waited_the_bound_yet_gives_its_slot_back(redis: Any) -> None:
+    user = fresh_user()
+
+    with pytest.raises(Retry):
+        await take_turn(redis, exchange(user, 2), waited_s=1.0, wait_s=30.0)
+
+
+async def test_a_replayed_old_job_moves_neither_the_number_nor_its_time(redis: Any) -> None:
+    user = fresh_user()
+    await mark_applied(redis, exchange(user, 5))
+    moved_at = await redis.get(APPLIED_AT_KEY.format(user_id=user))
+
+    await mark_applied(redis, exchange(user, 3))
+
+    assert await applied_sequence(redis, user) == 5
+    assert await redis.get(APPLIED_AT_KEY.format(user_id=user)) == moved_at
+
+
+async def test_one_users_concurrent_exchanges_queue_in_number_order_and_each_number_names_its_job(
+    redis: Any,
+) -> None:
+    user, queue_name = fresh_user(), f"turns:{uuid.uuid4().hex[:8]}"
+    queue = await ExchangeQueue.connect(RedisSettings.from_dsn(REDIS_URL), queue_name)
+    pool, jitter = await queue.pool(), random.Random(7)
+    enqueue_job = pool.enqueue_job
+
+    async def after_network_jitter(*args: Any, **kwargs: Any) -> Any:  # between numbering and queueing
+        await asyncio.sleep(jitter.uniform(0, 0.005))
+        return await enqueue_job(*args, **kwargs)
+
+    pool.enqueue_job = after_network_jitter  # type: ignore[method-assign]
+    try:
+        job_ids = await asyncio.gather(*(queue.enqueue(exchange(user, 0)) for _ in range(30)))
+        scores = {job_id.decode(): score for job_id, score in await redis.zrange(queue_name, 0, -1, withscores=True)}
+        numbers = {
+            int(number): job_id.decode()
+            for number, job_id in (await redis.hgetall(SEQUENCE_JOBS_KEY.format(user_id=user))).items()
+        }
+    finally:
+        await redis.delete(queue_name, *(f"arq:job:{job_id}" for job_id in job_ids))
+        await queue.close()
+
+    assert sorted(scores) == sorted(job_ids) == sorted(numbers.values())
+    in_number_order = [scores[numbers[number]] for number in sorted(numbers)]
+    assert in_number_order == sorted(in_number_order)  # arq reads its queue by score
