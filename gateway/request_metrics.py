@@ -1,4 +1,5 @@
-"""Counting every request and timing chats: a pure ASGI middleware (safe on streaming routes).
+"""Counting every request and timing chats, and marking chats in flight (``Core.activity``):
+a pure ASGI middleware (safe on streaming routes).
 
 The route label is the matched route's template (``/v1/memories/{memory_id}``), never the raw
 path, and the model label is the model table row that served the chat (a configured name, or
@@ -38,7 +39,11 @@ class RequestMetrics:
             await send(message)
 
         try:
-            await self.app(scope, receive, timed_send)
+            if scope.get("path") == CHAT_ROUTE and (services := (scope.get("state") or {}).get("services")):
+                with services.core.activity.chat():  # the in-process worker yields meanwhile
+                    await self.app(scope, receive, timed_send)
+            else:
+                await self.app(scope, receive, timed_send)
         finally:
             record(scope, timing, started)
 

@@ -7,8 +7,9 @@ embedded store allows one process (and one handle) per data directory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mnemo.activity import ChatActivity
 from mnemo.config import Settings
 from mnemo.embedding import Embedder, build_embedder
 from mnemo.store import MemoryStore, StoreIdentity, build_store
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 class Core:
     embedder: Embedder
     store: MemoryStore
+    activity: ChatActivity = field(default_factory=ChatActivity)  # the gateway's chats, when it shares the core
 
     async def close(self) -> None:
         await self.store.close()

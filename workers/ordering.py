@@ -1,10 +1,11 @@
 """Per-user order: exchange N of a user is applied only after exchange N-1.
 
 The gateway numbers a user's exchanges as Redis accepts them (mnemo.queue.SEQUENCE_KEY), so
-the numbers follow completion order. A job waits for its predecessor before taking the
-user's lock, giving its worker slot back while it waits. Jobs of the same worker process are
-woken the moment their predecessor is applied (``TurnSignals``); a predecessor applied by
-another worker is seen by polling Redis every ``POLL_S``. A number can be lost (Redis accepted
+the numbers follow completion order, and queues them in number order. A job waits for its
+predecessor before taking the user's lock: in its worker slot while the predecessor is coming
+(running, or queued ahead of it), otherwise giving the slot back. Jobs of the same worker
+process are woken the moment their predecessor is applied (``TurnSignals``); a predecessor
+applied by another worker is seen by polling Redis every ``POLL_S``. A number can be lost (Redis accepted
 the increment but not the job, or the job was erased), so the wait is bounded: once the job has
 waited ``ORDER_WAIT_S`` and the user's applied number has not moved for as long, it goes ahead
 and says so. A long backlog that is still moving is never a reason to break the order.
@@ -58,11 +59,8 @@ return 0
 
 
 class TurnSignals:
-    """In-process wake-ups: a job applied here wakes this process's jobs waiting on its user.
-
-    Without them, one user's burst of exchanges drains at one poll interval per job (measured
-    in bench/overhead: 150 queued exchanges of one user took 5 to 33 s to drain).
-    """
+    """In-process wake-ups: a job applied here wakes this process's jobs waiting on its user,
+    instead of their next poll of Redis (up to ``POLL_S`` per exchange of a user's backlog)."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}

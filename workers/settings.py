@@ -14,6 +14,7 @@ from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mnemo.activity import ChatActivity
 from mnemo.config import Settings
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
@@ -40,7 +41,23 @@ class ResilientWorker(Worker):
 
     _redis_backoff_s = 0.0
 
+    def __init__(self, *args: Any, activity: ChatActivity | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._activity = activity
+        self._read_limit = self.queue_read_limit
+
+    def _yield_to_chats(self) -> None:
+        """Sharing the gateway's process (``mnemo up``), run one job at a time while chats are in
+        flight and all ``max_jobs`` when none is: the backlog still moves, and catches up in
+        the gateway's idle time instead of adding to chat latency."""
+        if self._activity is None:
+            return
+        busy = self._activity.busy
+        self.queue_read_limit = 1 if busy else self._read_limit
+        self.allow_pick_jobs = not busy or self.job_counter == 0
+
     async def _poll_iteration(self) -> None:
+        self._yield_to_chats()
         try:
             await super()._poll_iteration()
         except REDIS_DOWN as exc:
@@ -113,6 +130,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         timeout=settings.worker.job_timeout_s,
     )
     return ResilientWorker(
+        activity=core.activity if core is not None else None,
         functions=[job],
         queue_name=settings.redis.queue_name,
         redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),
