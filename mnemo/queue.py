@@ -31,7 +31,7 @@ SEQUENCE_KEY = "mnemo:seq:{user_id}"
 APPLIED_SEQUENCE_KEY = "mnemo:applied-seq:{user_id}"
 APPLIED_AT_KEY = "mnemo:applied-at:{user_id}"  # when applied-seq last moved (unix seconds)
 # Which job carries each of a user's numbers not yet applied, so a job waiting for number N-1
-# can find that job in the queue (workers.ordering.pull_forward).
+# can tell whether that job is coming (workers.ordering.predecessor_coming).
 SEQUENCE_JOBS_KEY = "mnemo:seq-jobs:{user_id}"
 SEQUENCE_JOBS_TTL_S = 7 * 24 * 3600
 # Number the exchange and note its job in one round trip.
