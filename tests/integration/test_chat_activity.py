@@ -42,11 +42,13 @@ def test_a_streaming_chat_counts_as_in_flight_until_its_stream_ends(
 
 
 def in_process_worker(settings: Settings) -> tuple[ResilientWorker, Core]:
+    """Built inside a running loop, as arq's Worker takes the current loop (a sync test would
+    leave a new, never closed one behind)."""
     core = Core(embedder=cast(Any, None), store=cast(Any, None))  # never used: no job runs here
     return cast(ResilientWorker, build_worker(settings, RedisSettings(), core=core)), core
 
 
-def test_while_chats_are_in_flight_the_worker_starts_one_job_at_a_time(
+async def test_while_chats_are_in_flight_the_worker_starts_one_job_at_a_time(
     make_settings: Callable[..., Settings],
 ) -> None:
     worker, core = in_process_worker(make_settings(extraction="raw"))
@@ -64,7 +66,7 @@ def test_while_chats_are_in_flight_the_worker_starts_one_job_at_a_time(
     assert full_batch > 1
 
 
-def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:
+async def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:
     worker = cast(ResilientWorker, build_worker(make_settings(extraction="raw"), RedisSettings()))
     worker.job_counter = 3
 

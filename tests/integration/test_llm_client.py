@@ -12,7 +12,7 @@ import pytest
 
 from mnemo.config import ExtractionSettings
 from mnemo.errors import ExtractionError, TransientExtractionError
-from mnemo.llm import LiteLLMClient, OpenAICompatibleLLM, build_llm
+from mnemo.llm import OpenAICompatibleLLM, build_llm, uses_litellm
 from tests.support.servers import free_port
 from tests.support.upstream import Failure, ScriptedUpstream
 
@@ -105,9 +105,12 @@ async def test_a_provider_slower_than_the_timeout_is_transient(upstream: Scripte
         await make_llm(timeout_s=0.2).complete(SYSTEM, "hi")
 
 
-def test_openai_models_go_direct_and_other_providers_through_litellm(upstream_url: str) -> None:
-    def built(model: str) -> type:
-        return type(build_llm(ExtractionSettings(mode="llm", model=model, base_url=upstream_url)))
+async def test_openai_models_go_direct_and_other_providers_through_litellm(upstream_url: str) -> None:
+    direct = ExtractionSettings(mode="llm", model="openai/gpt-4o-mini", base_url=upstream_url)
+    other = ExtractionSettings(mode="llm", model="anthropic/claude-3-5-haiku-latest")
 
-    assert built("openai/gpt-4o-mini") is OpenAICompatibleLLM
-    assert built("anthropic/claude-3-5-haiku-latest") is LiteLLMClient
+    llm = build_llm(direct)
+    await llm.aclose()
+
+    assert isinstance(llm, OpenAICompatibleLLM) and not uses_litellm(direct)
+    assert uses_litellm(other)
