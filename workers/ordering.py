@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,16 +64,32 @@ class TurnSignals:
     instead of their next poll of Redis (up to ``POLL_S`` per exchange of a user's backlog)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}  # the event and how many watch it
 
-    def event(self, user_id: str) -> asyncio.Event:
-        """Take the event before reading Redis, so an apply between the read and the wait still wakes."""
-        return self._events.setdefault(user_id, asyncio.Event())
+    @contextlib.contextmanager
+    def watching(self, user_id: str) -> Iterator[asyncio.Event]:
+        """The event set when a job of this process applies the user's next exchange. Take it
+        before reading Redis, so an apply between the read and the wait still wakes. An event
+        nobody watches any more is dropped, so the map only holds users with waiting jobs."""
+        event, watchers = self._events.get(user_id) or (asyncio.Event(), 0)
+        self._events[user_id] = (event, watchers + 1)
+        try:
+            yield event
+        finally:
+            current = self._events.get(user_id)
+            if current is not None and current[0] is event:
+                if current[1] == 1:
+                    del self._events[user_id]
+                else:
+                    self._events[user_id] = (event, current[1] - 1)
 
     def notify(self, user_id: str) -> None:
-        event = self._events.pop(user_id, None)
-        if event is not None:
-            event.set()
+        watched = self._events.pop(user_id, None)
+        if watched is not None:
+            watched[0].set()
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 async def applied_sequence(redis: Any, user_id: str) -> int:
@@ -114,20 +131,20 @@ async def wait_for_turn(
     deadline = time.monotonic() + wait_s
     idle_looks = 0
     while True:
-        applied = signals.event(user_id) if signals is not None else None
-        if await applied_sequence(redis, user_id) >= exchange.sequence - 1:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        if place is not None:
-            idle_looks = 0 if await predecessor_coming(redis, exchange, place) else idle_looks + 1
-            if idle_looks >= 2:
+        with signals.watching(user_id) if signals is not None else contextlib.nullcontext() as applied:
+            if await applied_sequence(redis, user_id) >= exchange.sequence - 1:
+                return True
+            if time.monotonic() > deadline:
                 return False
-        if applied is None:
-            await asyncio.sleep(POLL_S)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(applied.wait(), POLL_S)
+            if place is not None:
+                idle_looks = 0 if await predecessor_coming(redis, exchange, place) else idle_looks + 1
+                if idle_looks >= 2:
+                    return False
+            if applied is None:
+                await asyncio.sleep(POLL_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(applied.wait(), POLL_S)
 
 
 async def stalled_for(redis: Any, user_id: str) -> float:

@@ -61,6 +61,16 @@ async def test_a_job_applied_in_this_process_wakes_its_successor_without_polling
     await mark_applied(redis, exchange(user, 1), signals)
 
     assert await asyncio.wait_for(second, timeout=5) is True
+    assert len(signals) == 0  # nothing kept for a user with no waiting job
+
+
+async def test_a_turn_seen_by_polling_leaves_no_wake_up_behind(redis: Any) -> None:
+    user, signals = fresh_user(), TurnSignals()
+    await mark_applied(redis, exchange(user, 1))  # applied by another worker: no signal here
+
+    assert await wait_for_turn(redis, exchange(user, 2), wait_s=5, signals=signals) is True
+    assert await wait_for_turn(redis, exchange(user, 5), wait_s=0.1, signals=signals) is False
+    assert len(signals) == 0
 
 
 async def test_a_long_backlog_that_still_moves_never_breaks_the_order(redis: Any) -> None:
