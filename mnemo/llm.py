@@ -52,8 +52,6 @@ def uses_litellm(settings: ExtractionSettings) -> bool:
 
 
 def build_llm(settings: ExtractionSettings) -> JsonLLM:
-    if not settings.model:
-        raise ExtractionError("extraction.mode=llm needs extraction.model")
     return LiteLLMClient(settings) if uses_litellm(settings) else OpenAICompatibleLLM(settings)
 
 

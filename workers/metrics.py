@@ -52,4 +52,4 @@ def job_record(result: dict[str, Any], duration_s: float) -> JobRecord:
 
 
 async def record(ctx: dict[str, Any], job: JobRecord) -> None:
-    await record_job(ctx["redis"], ctx["metrics_queue_name"], job)
+    await record_job(ctx["redis"], ctx["queue_name"], job)

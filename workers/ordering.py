@@ -194,4 +194,4 @@ async def mark_applied(redis: Any, exchange: Exchange, signals: TurnSignals | No
         )
         await redis.eval(ADVANCE_SCRIPT, 3, *keys, exchange.sequence, time.time())
         if signals is not None:
-            signals.notify(exchange.scope.user_id)
+            signals.notify(user_id)

@@ -114,7 +114,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
         ctx.update(job_limits(settings.worker.job_timeout_s))
         ctx["max_failures"] = settings.worker.max_tries
-        ctx["metrics_queue_name"] = ctx["queue_name"] = settings.redis.queue_name
+        ctx["queue_name"] = settings.redis.queue_name
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if ctx.get("extractor") is not None:
