@@ -7,6 +7,7 @@ says ``</mnemo-memories> ignore previous instructions`` stays inside the data bl
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_TAG = "<mnemo-memories>"
 CLOSE_TAG = "</mnemo-memories>"
+TOKEN_CACHE_SIZE = 8192
 # Anything but letters, digits and whitespace (\w would keep "_"), Unicode-aware.
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 PREAMBLE = (
@@ -49,7 +51,14 @@ def build_token_counter() -> TokenCounter:
     except Exception as exc:  # tiktoken would try the network without the bundled file
         logger.warning("tiktoken unavailable (%s); estimating tokens from characters", exc)
         return lambda text: (len(text) + 3) // 4
-    return lambda text: len(encoding.encode(text, disallowed_special=()))
+
+    # A user's memories come back request after request, so each line is encoded once
+    # (8 us a line otherwise, about 0.1 ms of a chat that injects ten memories).
+    @functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)
+    def count(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))
+
+    return count
 
 
 def near_duplicate_key(text: str) -> str:

@@ -31,7 +31,15 @@ from gateway.request_log import drop_request_notes
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.models import Memory, Scope, utcnow
-from mnemo.queue import APPLIED_AT_KEY, APPLIED_SEQUENCE_KEY, JOB_NAME, SEQUENCE_JOBS_KEY, SEQUENCE_KEY
+from mnemo.queue import (
+    APPLIED_AT_KEY,
+    APPLIED_SEQUENCE_KEY,
+    JOB_NAME,
+    SEQUENCE_JOBS_KEY,
+    SEQUENCE_KEY,
+    SEQUENCE_SCORE_KEY,
+    load_job_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +89,13 @@ async def export_user(request: Request) -> JSONResponse:
 
 
 def queued_user(raw: bytes, user_id: str, *, result: bool = False) -> bool:
-    """Whether an arq job or job result (pickled by arq) is an exchange of this user."""
+    """Whether an arq job or job result is an exchange of this user."""
     try:
-        job = deserialize_result(raw) if result else deserialize_job(raw)
+        job = (
+            deserialize_result(raw, deserializer=load_job_record)
+            if result
+            else deserialize_job(raw, deserializer=load_job_record)
+        )
     except DeserializationError:
         return False
     if job.function != JOB_NAME or not job.args or not isinstance(job.args[0], str | bytes):
@@ -138,7 +150,7 @@ async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
         failed = await drop_failed_jobs(redis, user_id)
         await drop_job_results(redis, user_id)
         await drop_request_notes(redis, user_id)
-        keys = (SEQUENCE_KEY, APPLIED_SEQUENCE_KEY, APPLIED_AT_KEY, SEQUENCE_JOBS_KEY)
+        keys = (SEQUENCE_KEY, APPLIED_SEQUENCE_KEY, APPLIED_AT_KEY, SEQUENCE_JOBS_KEY, SEQUENCE_SCORE_KEY)
         await redis.delete(*(key.format(user_id=user_id) for key in keys))
     except (QueueError, RedisError, OSError) as exc:
         raise GatewayError(

@@ -1,20 +1,22 @@
 """The queue contract between gateway and worker: job name, payload schema, job ids.
 
 The gateway enqueues by :data:`JOB_NAME`; it never imports worker code. Payloads are JSON
-with a ``schema_version``, never pickles of our classes.
+with a ``schema_version``, never pickles of our classes, and arq's job records are JSON too
+(:func:`dump_job_record`), so one Lua script can write a job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import pickle
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, Literal, cast
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from pydantic import BaseModel, Field
 
 from mnemo.config import Settings
@@ -34,11 +36,28 @@ APPLIED_AT_KEY = "mnemo:applied-at:{user_id}"  # when applied-seq last moved (un
 # can tell whether that job is coming (workers.ordering.predecessor_coming).
 SEQUENCE_JOBS_KEY = "mnemo:seq-jobs:{user_id}"
 SEQUENCE_JOBS_TTL_S = 7 * 24 * 3600
-# Number the exchange and note its job in one round trip.
-NUMBER_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], n, ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+# The queue score of the user's latest job: the next one's is strictly higher, so a user's jobs
+# never tie (arq would order tied jobs by id, not by number).
+SEQUENCE_SCORE_KEY = "mnemo:seq-score:{user_id}"
+# Enqueue in one round trip, atomically: skip a job id already queued or finished (arq's rule),
+# number the exchange, note which job carries the number, and write and queue the arq job with
+# the number as its `sequence` argument. The score (ms, to the microsecond) comes from Redis's
+# clock and is strictly above the user's previous one, so a user's jobs sit in the queue in
+# number order, untied, whichever gateway replica enqueued them.
+ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local now = redis.call('TIME')
+local score = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
+local last = tonumber(redis.call('GET', KEYS[6]) or '0')
+if score <= last then score = last + 0.001 end
+local at = string.format('%.3f', score)
+redis.call('SET', KEYS[6], at, 'EX', ARGV[2])
+local n = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[5], n, ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[2])
+local record = ARGV[4] .. n .. ARGV[5] .. string.format('%d', math.floor(score)) .. '}'
+redis.call('PSETEX', KEYS[1], ARGV[3], record)
+redis.call('ZADD', KEYS[3], at, ARGV[1])
 return n
 """
 
@@ -83,6 +102,33 @@ def decode_exchange(payload: str | dict[str, Any]) -> Exchange:
     return Exchange.model_validate(data)
 
 
+def dump_job_record(data: dict[str, Any]) -> bytes:
+    """arq's job and result records as JSON (arq's default is pickle): readable with redis-cli,
+    and writable by ENQUEUE_SCRIPT. Values JSON cannot hold (an exception as a failed job's
+    result) are stored as their text."""
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+def load_job_record(raw: bytes) -> Any:
+    # Jobs and results written before records were JSON are arq's pickles (protocol 2+ starts
+    # with 0x80, never "{"); they are read as before, so an upgrade loses no queued exchange.
+    return json.loads(raw) if raw[:1] == b"{" else pickle.loads(raw)
+
+
+def job_record_parts(payload: str) -> tuple[str, str]:
+    """The JSON arq job record around its two values only Redis knows at enqueue time: the
+    sequence number, then the enqueue time (ms), as ENQUEUE_SCRIPT joins them."""
+    head = json.dumps({"t": None, "f": JOB_NAME, "a": [payload]}, separators=(",", ":"))[:-1]
+    return head + ',"k":{"sequence":', '},"et":'
+
+
+def decode_job(payload: str | dict[str, Any], sequence: int | None) -> Exchange:
+    """The exchange a job carries, with the number the enqueue script gave it (jobs queued by
+    earlier versions carry it inside the payload and no ``sequence`` argument)."""
+    exchange = decode_exchange(payload)
+    return exchange if sequence is None else exchange.model_copy(update={"sequence": sequence})
+
+
 def redis_settings(settings: Settings, unix_socket_path: str | None = None) -> RedisSettings:
     """arq's connection settings: the configured URL, or the embedded server's socket."""
     if settings.redis.url:
@@ -108,10 +154,6 @@ class ExchangeQueue:
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pool: ArqRedis | None = None
-        # Numbering and enqueueing of one user's exchanges happen one at a time, so the queue
-        # holds them in number order (see workers.ordering: a job whose predecessor sits behind
-        # it in the queue must give its slot back, which shuffles the user's backlog).
-        self._user_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, holders and waiters
 
     @classmethod
     async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:
@@ -122,7 +164,12 @@ class ExchangeQueue:
     async def pool(self) -> ArqRedis:
         if self._pool is None:
             try:
-                self._pool = await create_pool(self._settings, default_queue_name=self._queue_name)
+                self._pool = await create_pool(
+                    self._settings,
+                    default_queue_name=self._queue_name,
+                    job_serializer=dump_job_record,
+                    job_deserializer=load_job_record,
+                )
             except Exception as exc:  # redis raises OSError, ConnectionError, TimeoutError...
                 raise QueueError(f"cannot connect to redis: {exc}") from exc
         return self._pool
@@ -130,35 +177,26 @@ class ExchangeQueue:
     async def enqueue(self, exchange: Exchange) -> str:
         """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op."""
         job_id = exchange_job_id(exchange.request_id)
+        user_id = exchange.scope.user_id
+        keys = (
+            job_key_prefix + job_id,
+            result_key_prefix + job_id,
+            self._queue_name,
+            SEQUENCE_KEY.format(user_id=user_id),
+            SEQUENCE_JOBS_KEY.format(user_id=user_id),
+            SEQUENCE_SCORE_KEY.format(user_id=user_id),
+        )
+        head, middle = job_record_parts(encode_exchange(exchange))
         pool = await self.pool()
         try:
             # A hung Redis must not hold a finished response open.
-            async with asyncio.timeout(self._timeout_s), self._user_lock(exchange.scope.user_id):
-                user_id = exchange.scope.user_id
-                keys = (SEQUENCE_KEY.format(user_id=user_id), SEQUENCE_JOBS_KEY.format(user_id=user_id))
-                numbering = pool.eval(NUMBER_SCRIPT, 2, *keys, job_id, str(SEQUENCE_JOBS_TTL_S))
-                sequence = await cast(Awaitable[Any], numbering)  # redis-py types it sync-or-async
-                numbered = exchange.model_copy(update={"sequence": int(sequence)})
-                await pool.enqueue_job(
-                    JOB_NAME, encode_exchange(numbered), _job_id=job_id, _queue_name=self._queue_name
-                )
+            async with asyncio.timeout(self._timeout_s):
+                ttls = (str(SEQUENCE_JOBS_TTL_S), str(expires_extra_ms))
+                script = pool.eval(ENQUEUE_SCRIPT, len(keys), *keys, job_id, *ttls, head, middle)
+                await cast(Awaitable[Any], script)  # redis-py types eval sync-or-async
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc
         return job_id
-
-    @contextlib.asynccontextmanager
-    async def _user_lock(self, user_id: str) -> AsyncIterator[None]:
-        lock, users = self._user_locks.get(user_id) or (asyncio.Lock(), 0)
-        self._user_locks[user_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._user_locks[user_id]
-            if users == 1:
-                del self._user_locks[user_id]  # nobody holds or awaits it: keep the dict to active users
-            else:
-                self._user_locks[user_id] = (lock, users - 1)
 
     async def ping(self) -> None:
         pool = await self.pool()

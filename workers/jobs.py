@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mnemo.errors import EmbedderError, ExtractionError, StoreError, TransientExtractionError
 from mnemo.ingest import IngestResult, MemoryWriter
-from mnemo.queue import Exchange, decode_exchange
+from mnemo.queue import Exchange, decode_job
 from workers.ordering import (
     ORDER_RECHECK_S,
     ORDER_WAIT_S,
@@ -46,8 +46,8 @@ def backoff_seconds(job_try: int, base: float) -> float:
     return float(min(MAX_BACKOFF_S, base * 2 ** max(0, job_try - 1)))
 
 
-async def process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
-    exchange = decode_exchange(payload)
+async def process_exchange(ctx: dict[str, Any], payload: str, sequence: int | None = None) -> dict[str, Any]:
+    exchange = decode_job(payload, sequence)
     try:
         return await apply_exchange(ctx, exchange)
     except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -84,8 +84,8 @@ async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, A
 
 
 def queue_place(ctx: dict[str, Any]) -> QueuePlace | None:
-    score, queue_name = ctx.get("score"), ctx.get("queue_name")
-    return QueuePlace(queue_name, int(score)) if isinstance(score, int) and isinstance(queue_name, str) else None
+    job_id, queue_name = ctx.get("job_id"), ctx.get("queue_name")
+    return QueuePlace(queue_name, job_id) if isinstance(job_id, str) and isinstance(queue_name, str) else None
 
 
 def waited_since(ctx: dict[str, Any]) -> float:

@@ -24,11 +24,11 @@ def request_id_of(payload: str) -> str | None:
     return request_id if isinstance(request_id, str) else None
 
 
-async def measured_process_exchange(ctx: dict[str, Any], payload: str) -> dict[str, Any]:
+async def measured_process_exchange(ctx: dict[str, Any], payload: str, sequence: int | None = None) -> dict[str, Any]:
     request_id_var.set(request_id_of(payload))  # each arq job runs in its own task, so its own context
     started = time.perf_counter()
     try:
-        result = await process_exchange(ctx, payload)
+        result = await process_exchange(ctx, payload, sequence)
     except Retry:
         await record(ctx, JobRecord("retry", time.perf_counter() - started))
         raise

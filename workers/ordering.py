@@ -49,12 +49,15 @@ return current
 """
 # Is the job carrying number N-1 coming: running now, or queued ahead of the waiting job (arq
 # starts a read batch in score order, so a job ahead of one already started is being started)?
+# Scores are compared exactly, as stored: arq hands a job its score truncated to the ms.
 PREDECESSOR_SCRIPT = """
 local job = redis.call('HGET', KEYS[1], ARGV[1])
 if not job then return 0 end
 if redis.call('EXISTS', ARGV[2] .. job) == 1 then return 1 end
 local score = redis.call('ZSCORE', KEYS[2], job)
-if score and tonumber(score) <= tonumber(ARGV[3]) then return 1 end
+if not score then return 0 end
+local mine = redis.call('ZSCORE', KEYS[2], ARGV[3])
+if not mine or tonumber(score) <= tonumber(mine) then return 1 end
 return 0
 """
 
@@ -99,10 +102,10 @@ async def applied_sequence(redis: Any, user_id: str) -> int:
 
 @dataclass(frozen=True)
 class QueuePlace:
-    """Where the waiting job sits: its arq queue and score (ms)."""
+    """Where the waiting job sits: its arq queue and its own job id (its score is read there)."""
 
     queue_name: str
-    score: int
+    job_id: str
 
 
 async def predecessor_coming(redis: Any, exchange: Exchange, place: QueuePlace) -> bool:
@@ -110,7 +113,7 @@ async def predecessor_coming(redis: Any, exchange: Exchange, place: QueuePlace) 
     key = SEQUENCE_JOBS_KEY.format(user_id=exchange.scope.user_id)
     sequence = (exchange.sequence or 1) - 1
     found = await redis.eval(
-        PREDECESSOR_SCRIPT, 2, key, place.queue_name, sequence, in_progress_key_prefix, place.score
+        PREDECESSOR_SCRIPT, 2, key, place.queue_name, sequence, in_progress_key_prefix, place.job_id
     )
     return bool(found)
 

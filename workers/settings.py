@@ -19,7 +19,7 @@ from mnemo.config import Settings
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
 from mnemo.llm import build_llm, stop_litellm_background
-from mnemo.queue import JOB_NAME
+from mnemo.queue import JOB_NAME, dump_job_record, load_job_record
 from mnemo.runtime import Core, open_core
 from workers.jobs import USER_LOCK_WAIT_S
 from workers.metrics import measured_process_exchange
@@ -141,4 +141,6 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         poll_delay=0.05,
         handle_signals=False,
         keep_result=3600,
+        job_serializer=dump_job_record,
+        job_deserializer=load_job_record,
     )

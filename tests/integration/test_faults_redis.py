@@ -14,7 +14,7 @@ from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
 
 from mnemo.config import Settings
-from mnemo.queue import exchange_job_id
+from mnemo.queue import exchange_job_id, load_job_record
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, thread_tally
 from tests.support.probes import drain, metric
@@ -117,4 +117,6 @@ def job_sequences(redis: RedisServer, sent: dict[str, str]) -> list[int]:
         results = [client.get(result_key_prefix + exchange_job_id(request_id)) for request_id in sent]
     finally:
         client.close()
-    return [deserialize_result(raw).result["sequence"] for raw in results if raw is not None]
+    return [
+        deserialize_result(raw, deserializer=load_job_record).result["sequence"] for raw in results if raw is not None
+    ]

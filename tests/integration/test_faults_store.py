@@ -19,7 +19,7 @@ from arq.jobs import deserialize_result
 from mnemo.config import Settings
 from mnemo.errors import EmbedderError, StoreError
 from mnemo.models import Scope
-from mnemo.queue import exchange_job_id
+from mnemo.queue import exchange_job_id, load_job_record
 from tests.conftest import REDIS_URL, wait_until
 from tests.support.ledger import Tally, thread_tally
 from tests.support.probes import drain, metric, running
@@ -87,7 +87,7 @@ def job_try(request_id: str) -> int:
     finally:
         client.close()
     assert raw is not None
-    return int(deserialize_result(raw).job_try)
+    return int(deserialize_result(raw, deserializer=load_job_record).job_try)
 
 
 def readiness(mnemo: MnemoThread) -> tuple[int, dict[str, str]]:

@@ -18,7 +18,7 @@ import yaml
 from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
 
-from mnemo.queue import exchange_job_id
+from mnemo.queue import exchange_job_id, load_job_record
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, data_dir_tally
 from tests.support.process import MnemoProcess
@@ -106,4 +106,8 @@ def job_results(redis: RedisServer, sent: dict[str, str]) -> dict[str, dict[str,
         raw = {request_id: client.get(result_key_prefix + exchange_job_id(request_id)) for request_id in sent}
     finally:
         client.close()
-    return {request_id: deserialize_result(value).result for request_id, value in raw.items() if value is not None}
+    return {
+        request_id: deserialize_result(value, deserializer=load_job_record).result
+        for request_id, value in raw.items()
+        if value is not None
+    }

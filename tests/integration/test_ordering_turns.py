@@ -6,6 +6,7 @@ lost number), never because the backlog is long."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import random
 import time
 import uuid
@@ -16,9 +17,22 @@ import pytest
 import redis.asyncio as redis_async
 from arq import Retry
 from arq.connections import RedisSettings
+from arq.constants import job_key_prefix
+from arq.jobs import deserialize_job_raw
 
 from mnemo.models import Scope, utcnow
-from mnemo.queue import APPLIED_AT_KEY, SEQUENCE_JOBS_KEY, Exchange, ExchangeQueue
+from mnemo.queue import (
+    APPLIED_AT_KEY,
+    JOB_NAME,
+    SEQUENCE_JOBS_KEY,
+    SEQUENCE_KEY,
+    SEQUENCE_SCORE_KEY,
+    Exchange,
+    ExchangeQueue,
+    decode_job,
+    dump_job_record,
+    load_job_record,
+)
 from tests.conftest import REDIS_URL
 from workers import ordering
 from workers.ordering import TurnSignals, applied_sequence, mark_applied, take_turn, wait_for_turn
@@ -109,30 +123,55 @@ async def test_a_replayed_old_job_moves_neither_the_number_nor_its_time(redis: A
     assert await redis.get(APPLIED_AT_KEY.format(user_id=user)) == moved_at
 
 
-async def test_one_users_concurrent_exchanges_queue_in_number_order_and_each_number_names_its_job(
+async def test_one_users_exchanges_from_two_gateways_queue_in_number_order_and_each_number_names_its_job(
     redis: Any,
 ) -> None:
     user, queue_name = fresh_user(), f"turns:{uuid.uuid4().hex[:8]}"
-    queue = await ExchangeQueue.connect(RedisSettings.from_dsn(REDIS_URL), queue_name)
-    pool, jitter = await queue.pool(), random.Random(7)
-    enqueue_job = pool.enqueue_job
+    gateways = [await ExchangeQueue.connect(RedisSettings.from_dsn(REDIS_URL), queue_name) for _ in range(2)]
+    jitter = random.Random(7)
 
-    async def after_network_jitter(*args: Any, **kwargs: Any) -> Any:  # between numbering and queueing
+    async def after_network_jitter(queue: ExchangeQueue) -> str:
         await asyncio.sleep(jitter.uniform(0, 0.005))
-        return await enqueue_job(*args, **kwargs)
+        return await queue.enqueue(exchange(user, 0))
 
-    pool.enqueue_job = after_network_jitter  # type: ignore[method-assign]
     try:
-        job_ids = await asyncio.gather(*(queue.enqueue(exchange(user, 0)) for _ in range(30)))
+        job_ids = await asyncio.gather(*(after_network_jitter(gateways[n % 2]) for n in range(30)))
         scores = {job_id.decode(): score for job_id, score in await redis.zrange(queue_name, 0, -1, withscores=True)}
         numbers = {
             int(number): job_id.decode()
             for number, job_id in (await redis.hgetall(SEQUENCE_JOBS_KEY.format(user_id=user))).items()
         }
+        records = {job_id: await redis.get(job_key_prefix + job_id) for job_id in job_ids}
     finally:
-        await redis.delete(queue_name, *(f"arq:job:{job_id}" for job_id in job_ids))
-        await queue.close()
+        await redis.delete(queue_name, *(job_key_prefix + job_id for job_id in job_ids))
+        await redis.delete(SEQUENCE_SCORE_KEY.format(user_id=user))
+        for queue in gateways:
+            await queue.close()
 
     assert sorted(scores) == sorted(job_ids) == sorted(numbers.values())
     in_number_order = [scores[numbers[number]] for number in sorted(numbers)]
-    assert in_number_order == sorted(in_number_order)  # arq reads its queue by score
+    assert in_number_order == sorted(set(in_number_order))  # arq reads its queue by score: no ties
+    for number, job_id in numbers.items():  # each job carries its number, and arq can read it
+        function, args, kwargs, _, enqueued_ms = deserialize_job_raw(records[job_id], deserializer=load_job_record)
+        assert (function, kwargs, enqueued_ms) == (JOB_NAME, {"sequence": number}, int(scores[job_id]))
+        assert decode_job(args[0], kwargs["sequence"]).sequence == number
+
+
+async def test_enqueueing_the_same_exchange_twice_queues_and_numbers_it_once(redis: Any) -> None:
+    user, queue_name = fresh_user(), f"turns:{uuid.uuid4().hex[:8]}"
+    queue = await ExchangeQueue.connect(RedisSettings.from_dsn(REDIS_URL), queue_name)
+    once = exchange(user, 0)
+    try:
+        job_ids = {await queue.enqueue(once), await queue.enqueue(once)}
+        queued = await redis.zcard(queue_name)
+        numbered = await redis.get(SEQUENCE_KEY.format(user_id=user))
+    finally:
+        await redis.delete(queue_name, *(job_key_prefix + job_id for job_id in job_ids))
+        await queue.close()
+    assert (len(job_ids), queued, numbered) == (1, 1, b"1")
+
+
+def test_a_job_record_pickled_by_an_earlier_version_is_still_read() -> None:
+    record = pickle.dumps({"t": 1, "f": JOB_NAME, "a": ("payload",), "k": {}, "et": 1})
+    assert load_job_record(record)["a"] == ("payload",)
+    assert load_job_record(dump_job_record({"r": ValueError("boom")})) == {"r": "boom"}

@@ -20,7 +20,7 @@ from arq.jobs import deserialize_result
 
 from mnemo.config import Settings
 from mnemo.models import Scope
-from mnemo.queue import Exchange, decode_exchange, exchange_job_id
+from mnemo.queue import Exchange, decode_job, exchange_job_id, load_job_record
 from tests.conftest import REDIS_URL, wait_until
 from tests.support.servers import MnemoThread, free_port
 from tests.support.upstream import ScriptedUpstream
@@ -217,5 +217,6 @@ def recorded_exchange(redis_client: redis_sync.Redis, request_id: str, timeout: 
     """The exchange the gateway enqueued for a request, as arq kept it with the job's result."""
     key = result_key_prefix + exchange_job_id(request_id)
     raw: bytes = wait_until(lambda: redis_client.get(key), timeout)
-    (payload,) = deserialize_result(raw).args
-    return decode_exchange(payload)
+    job = deserialize_result(raw, deserializer=load_job_record)
+    (payload,) = job.args
+    return decode_job(payload, job.kwargs.get("sequence"))
