@@ -70,7 +70,11 @@ class MemoryWriter:
         if not facts:
             return result
         vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts], background=True)
-        existing = await self._similar(exchange.scope, vectors)
+        if result.mode == "llm":
+            existing = await self._similar(exchange.scope, vectors)
+        else:
+            # Raw mode only skips verbatim repeats: an indexed lookup, not a search of every memory.
+            existing = await self.store.find_texts(exchange.scope, facts)
         decisions = await self._decide(result, facts, existing)
         await self._apply(exchange, result, facts, vectors, existing, decisions)
         return result

@@ -53,6 +53,10 @@ class MemoryStore(Protocol):
         scores are fused relevance in 0..1; without it, scores are cosine similarity. ``score_threshold``
         is a floor on cosine similarity for the dense side."""
 
+    async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
+        """Valid memories the scope sees (as ``search`` does) whose text equals one of ``texts`` up to
+        case and spacing (:func:`mnemo.models.text_hash`): an indexed lookup, whatever the user holds."""
+
     async def list(
         self,
         scope: Scope,

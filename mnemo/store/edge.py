@@ -26,7 +26,15 @@ from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
-from mnemo.store.edge_query import PAGE, edge_errors, edge_filter, filter_scroll, index_keywords, search_request
+from mnemo.store.edge_query import (
+    PAGE,
+    edge_errors,
+    edge_filter,
+    filter_scroll,
+    hash_texts,
+    index_keywords,
+    search_request,
+)
 from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,7 @@ def _memory_indexes() -> dict[str, qe.PayloadSchemaParams]:
         "memory_id": _keyword(),
         "created_ts": qe.FloatIndexParams(),
         "invalid_ts": qe.FloatIndexParams(),
+        pl.TEXT_HASH: _keyword(),
     }
 
 
@@ -83,6 +92,7 @@ class EdgeMemoryStore:
                 for field, schema in indexes.items():
                     shard.update(qe.UpdateOperation.create_field_index(field, schema))
             index_keywords(memories)
+            hash_texts(memories)
 
     def _check_identity(self) -> None:
         record_path = self._dir / IDENTITY_FILE
@@ -188,6 +198,12 @@ class EdgeMemoryStore:
         score = options.normalise if sparse is not None else float
         hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
         return apply_recency(hits, options, utcnow(), limit)
+
+    async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
+        if not texts:
+            return []
+        records = filter_scroll(self._memories, edge_filter(pl.text_conditions(scope, texts)))
+        return [pl.memory_from_payload(record.payload or {}) for record in records]
 
     async def add_events(self, events: Sequence[MemoryEvent]) -> None:
         points = [qe.Point(pl.point_id(event.id), [1.0], pl.event_payload(event)) for event in events]

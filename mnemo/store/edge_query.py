@@ -11,6 +11,7 @@ from typing import cast
 import qdrant_edge as qe
 
 from mnemo.errors import StoreError
+from mnemo.models import text_hash
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.hybrid import HybridOptions
@@ -93,6 +94,17 @@ def index_keywords(shard: qe.EdgeShard) -> None:
         shard.update(qe.UpdateOperation.update_vectors(updates))
     if lacking:
         logger.info("indexed keywords of %d memories stored before hybrid search", len(lacking))
+
+
+def hash_texts(shard: qe.EdgeShard) -> None:
+    """Give memories stored before ``text_hash`` existed their hash (once: only points lacking it)."""
+    lacking = filter_scroll(shard, qe.Filter(must=[qe.IsEmptyCondition(pl.TEXT_HASH)]))
+    for record in lacking:
+        text = (record.payload or {}).get("text")
+        if isinstance(text, str):
+            shard.update(qe.UpdateOperation.set_payload([record.id], {pl.TEXT_HASH: text_hash(text)}))
+    if lacking:
+        logger.info("hashed the texts of %d memories stored before verbatim-twin lookups", len(lacking))
 
 
 def filter_scroll(shard: qe.EdgeShard, where: qe.Filter) -> list[qe.Record]:

@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mnemo.errors import StoreError, StoreMismatchError
-from mnemo.models import Memory, MemoryEvent, Scope
+from mnemo.models import Memory, MemoryEvent, Scope, text_hash
 from mnemo.store.base import StoreIdentity
 
 DENSE_VECTOR = "dense"
+# Indexed, so a verbatim twin of a new memory is found without scanning the user's memories.
+TEXT_HASH = "text_hash"
 # Beyond any datetime (year 9999 is ~2.5e11 s), so invalidation at any real moment sorts below it.
 VALID_TS = 1e15
 IDENTITY_SCHEMA_VERSION = 1
@@ -56,6 +58,7 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
     payload["created_ts"] = epoch(memory.created_at)
     payload["invalid_ts"] = VALID_TS if memory.invalid_at is None else epoch(memory.invalid_at)
     payload["valid"] = memory.invalid_at is None
+    payload[TEXT_HASH] = text_hash(memory.text)
     return payload
 
 
@@ -175,6 +178,11 @@ def search_conditions(scope: Scope, include_invalidated: bool) -> list[Condition
     if not include_invalidated:
         conditions.append(Between("invalid_ts", gte=VALID_TS))
     return conditions
+
+
+def text_conditions(scope: Scope, texts: Sequence[str]) -> list[Condition]:
+    hashes = tuple(dict.fromkeys(text_hash(text) for text in texts))
+    return [*search_conditions(scope, include_invalidated=False), MatchAnyOf(TEXT_HASH, hashes)]
 
 
 def list_conditions(

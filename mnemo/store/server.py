@@ -28,6 +28,7 @@ from mnemo.store.server_query import (
     SPARSE_PARAMS,
     document_sparse,
     fusion_query,
+    hash_texts,
     hybrid_prefetches,
     index_keywords,
     server_errors,
@@ -47,6 +48,7 @@ _MEMORY_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams]
     "memory_id": _KEYWORD,
     "created_ts": _FLOAT,
     "invalid_ts": _FLOAT,
+    pl.TEXT_HASH: _KEYWORD,
 }
 _EVENT_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
     "user_id": _TENANT,
@@ -112,6 +114,7 @@ class QdrantServerMemoryStore:
             return
         info = await self._client.get_collection(self._memories_name)
         self._keywords = await index_keywords(self._client, self._memories_name, info.config.params.sparse_vectors)
+        await hash_texts(self._client, self._memories_name)
         stored = pl.identity_from_record(info.config.metadata)
         if stored is not None:
             pl.check_identity(stored, self._identity, self._where)
@@ -243,6 +246,17 @@ class QdrantServerMemoryStore:
             query = fusion_query(self._options)
             response = await self._client.query_points(self._memories_name, prefetch=prefetch, query=query, limit=fetch)
         return response.points
+
+    async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
+        if not texts:
+            return []
+        where = server_filter(pl.text_conditions(scope, texts))
+        with server_errors("find_texts"):
+            records, offset = await self._client.scroll(self._memories_name, where, limit=PAGE)
+            while offset is not None:
+                page, offset = await self._client.scroll(self._memories_name, where, limit=PAGE, offset=offset)
+                records += page
+        return [pl.memory_from_payload(record.payload or {}) for record in records]
 
     async def add_events(self, events: Sequence[MemoryEvent]) -> None:
         points = [models.PointStruct(id=pl.point_id(e.id), vector=[1.0], payload=pl.event_payload(e)) for e in events]

@@ -14,6 +14,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 from mnemo.errors import StoreError
+from mnemo.models import text_hash
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.hybrid import HybridOptions
@@ -69,6 +70,23 @@ def hybrid_prefetches(
         models.Prefetch(query=vector, using=pl.DENSE_VECTOR, filter=where, limit=limit, score_threshold=threshold),
         models.Prefetch(query=sparse, using=kw.SPARSE_VECTOR, filter=where, limit=limit),
     ]
+
+
+async def hash_texts(client: AsyncQdrantClient, name: str) -> None:
+    """Give memories stored before ``text_hash`` existed their hash (once: only points lacking it)."""
+    lacking = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=pl.TEXT_HASH))])
+    count, offset = 0, None
+    while True:
+        page, offset = await client.scroll(name, lacking, limit=PAGE, offset=offset, with_payload=True)
+        for record in page:
+            text = (record.payload or {}).get("text")
+            if isinstance(text, str):
+                await client.set_payload(name, {pl.TEXT_HASH: text_hash(text)}, points=[record.id])
+                count += 1
+        if offset is None:
+            break
+    if count:
+        logger.info("hashed the texts of %d memories stored before verbatim-twin lookups", count)
 
 
 async def index_keywords(client: AsyncQdrantClient, name: str, sparse_vectors: object) -> bool:

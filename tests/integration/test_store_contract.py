@@ -135,6 +135,23 @@ async def test_search_with_an_agent_sees_its_own_and_shared_memories(store: Memo
     assert {hit.memory.id for hit in without_agent} == {own.id, other.id, shared.id}
 
 
+async def test_find_texts_returns_the_valid_verbatim_twins_the_scope_sees(store: MemoryStore) -> None:
+    twin, shouted = memory("I live in Denver"), memory("  i LIVE in   denver ", agent_id="a1")
+    others = [
+        memory("I live in Denver.", at=1),  # punctuation makes it another text
+        memory("I live in Denver", invalid_at=T0 + timedelta(hours=1)),
+        memory("I live in Denver", user="u2"),
+        memory("I live in Denver", agent_id="a2"),
+        memory("I own a kayak"),
+    ]
+    await put(store, twin, shouted, *others)
+
+    found = await store.find_texts(Scope(user_id="u1", agent_id="a1"), ["I LIVE IN DENVER", "I grow tomatoes"])
+
+    assert sorted(ids(found)) == sorted([twin.id, shouted.id])
+    assert await store.find_texts(Scope(user_id="u1"), []) == []
+
+
 async def test_search_can_include_invalidated_memories(store: MemoryStore) -> None:
     valid, invalid = memory("valid"), memory("invalid", invalid_at=T0)
     await put(store, valid, invalid)
@@ -493,6 +510,37 @@ async def test_an_edge_store_made_before_hybrid_search_gets_keywords_on_open(tmp
         await store.close()
 
     assert [hit.memory.id for hit in found] == [old.id]
+
+
+async def test_memories_stored_before_text_hashes_get_them_on_open(store: MemoryStore, make_store: MakeStore) -> None:
+    old = memory("Adopted a greyhound")
+    await put(store, old)
+    await drop_text_hash(store, old.id)
+    assert await store.find_texts(Scope(user_id="u1"), [old.text]) == []
+    await store.close()
+
+    reopened = make_store()
+    await reopened.open()
+    try:
+        found = await reopened.find_texts(Scope(user_id="u1"), ["adopted a GREYHOUND"])
+    finally:
+        await reopened.close()
+    await store.open()  # the fixture closes it again
+
+    assert ids(found) == [old.id]
+
+
+async def drop_text_hash(store: MemoryStore, memory_id: str) -> None:
+    """Make a point look as written before ``text_hash`` existed."""
+    from mnemo.store import payload as pl
+
+    if isinstance(store, EdgeMemoryStore):
+        import qdrant_edge as qe
+
+        store._memories.update(qe.UpdateOperation.delete_payload([pl.point_id(memory_id)], [pl.TEXT_HASH]))
+    else:
+        assert isinstance(store, QdrantServerMemoryStore)
+        await store._client.delete_payload("mnemo", [pl.TEXT_HASH], points=[pl.point_id(memory_id)])
 
 
 async def test_a_local_collection_made_before_hybrid_search_still_opens_and_searches(tmp_path: Path) -> None:
