@@ -8,6 +8,7 @@ Jobs of one user run one at a time and in the order the user's exchanges complet
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -63,23 +64,20 @@ async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, A
         await mark_applied(redis, exchange, ctx.get("turns"))
         # A retry of a job whose first try applied it but lost Redis before reporting back.
         return {"status": "already-applied", "request_id": exchange.request_id, "sequence": exchange.sequence}
-    await take_turn(
-        redis,
-        exchange,
-        waited_since(ctx),
-        ctx.get("order_wait_s", ORDER_WAIT_S),
-        ctx.get("turns"),
-        queue_place(ctx),
-    )
-    started = time.perf_counter()
-    try:
-        result = await apply_in_user_lock(ctx, exchange)
-    except (TransientExtractionError, StoreError, EmbedderError) as exc:
-        return await retry_later(ctx, exchange, exc)
-    except ExtractionError as exc:
-        return await record_failure(redis, exchange, exc, ctx.get("turns"))
-    await redis.set(APPLIED_KEY.format(request_id=exchange.request_id), "1", ex=LEDGER_TTL_S)
-    await mark_applied(redis, exchange, ctx.get("turns"))
+    turns: TurnSignals | None = ctx.get("turns")
+    with turns.holding(exchange.scope.user_id, exchange.sequence) if turns else contextlib.nullcontext():
+        await take_turn(
+            redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S), turns, queue_place(ctx)
+        )
+        started = time.perf_counter()
+        try:
+            result = await apply_in_user_lock(ctx, exchange)
+        except (TransientExtractionError, StoreError, EmbedderError) as exc:
+            return await retry_later(ctx, exchange, exc)
+        except ExtractionError as exc:
+            return await record_failure(redis, exchange, exc, turns)
+        await redis.set(APPLIED_KEY.format(request_id=exchange.request_id), "1", ex=LEDGER_TTL_S)
+        await mark_applied(redis, exchange, turns)
     return outcome(exchange, result, started)
 
 

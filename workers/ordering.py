@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 ORDER_WAIT_S = 30.0
 POLL_S = 0.05
+LOCAL_POLL_S = 1.0  # the safety poll while the predecessor is held in this process (a wake-up is due)
 TURN_POLL_S = 0.5  # waited inside the worker slot before giving it back, when its place is unknown
 TURN_HOLD_S = 10.0  # the longest a job waits in its slot for a predecessor that is coming
 ORDER_RECHECK_S = 0.25
@@ -63,36 +64,67 @@ return 0
 
 
 class TurnSignals:
-    """In-process wake-ups: a job applied here wakes this process's jobs waiting on its user,
-    instead of their next poll of Redis (up to ``POLL_S`` per exchange of a user's backlog)."""
+    """In-process turns: which of a user's numbers this process's jobs hold (waiting or applying),
+    and wake-ups for the job waiting on number N the moment a job here applies N, with no Redis
+    read (a user's backlog in one worker otherwise polls Redis every ``POLL_S`` per waiting job)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, tuple[asyncio.Event, int]] = {}  # the event and how many watch it
+        # user -> awaited number -> (event, how many watch it)
+        self._events: dict[str, dict[int, tuple[asyncio.Event, int]]] = {}
+        self._held: dict[str, dict[int, int]] = {}  # user -> number -> how many jobs hold it
 
     @contextlib.contextmanager
-    def watching(self, user_id: str) -> Iterator[asyncio.Event]:
-        """The event set when a job of this process applies the user's next exchange. Take it
-        before reading Redis, so an apply between the read and the wait still wakes. An event
-        nobody watches any more is dropped, so the map only holds users with waiting jobs."""
-        event, watchers = self._events.get(user_id) or (asyncio.Event(), 0)
-        self._events[user_id] = (event, watchers + 1)
+    def watching(self, user_id: str, awaited: int) -> Iterator[asyncio.Event]:
+        """The event set when a job of this process applies the user's number ``awaited`` (or a
+        later one). Take it before reading Redis, so an apply between the read and the wait still
+        wakes. An event nobody watches any more is dropped: the map only holds waiting jobs."""
+        user = self._events.setdefault(user_id, {})
+        event, watchers = user.get(awaited) or (asyncio.Event(), 0)
+        user[awaited] = (event, watchers + 1)
         try:
             yield event
         finally:
-            current = self._events.get(user_id)
+            current = self._events.get(user_id, {}).get(awaited)
             if current is not None and current[0] is event:
                 if current[1] == 1:
-                    del self._events[user_id]
+                    del self._events[user_id][awaited]
+                    if not self._events[user_id]:
+                        del self._events[user_id]
                 else:
-                    self._events[user_id] = (event, current[1] - 1)
+                    self._events[user_id][awaited] = (event, current[1] - 1)
 
-    def notify(self, user_id: str) -> None:
-        watched = self._events.pop(user_id, None)
-        if watched is not None:
-            watched[0].set()
+    def notify(self, user_id: str, applied: int) -> None:
+        user = self._events.get(user_id)
+        if user is None:
+            return
+        for awaited in [number for number in user if number <= applied]:
+            event, _ = user.pop(awaited)
+            event.set()
+        if not user:
+            del self._events[user_id]
+
+    @contextlib.contextmanager
+    def holding(self, user_id: str, number: int | None) -> Iterator[None]:
+        """Mark the user's ``number`` as held by a job of this process while it waits and applies."""
+        if number is None:
+            yield
+            return
+        held = self._held.setdefault(user_id, {})
+        held[number] = held.get(number, 0) + 1
+        try:
+            yield
+        finally:
+            held[number] -= 1
+            if held[number] == 0:
+                del held[number]
+                if not held:
+                    del self._held[user_id]
+
+    def holds(self, user_id: str, number: int) -> bool:
+        return number in self._held.get(user_id, {})
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._held)
 
 
 async def applied_sequence(redis: Any, user_id: str) -> int:
@@ -130,24 +162,28 @@ async def wait_for_turn(
     poll apart, as a job just deferred by another worker moves in the queue)."""
     if exchange.sequence is None:
         return True
-    user_id = exchange.scope.user_id
+    user_id, predecessor = exchange.scope.user_id, exchange.sequence - 1
     deadline = time.monotonic() + wait_s
     idle_looks = 0
     while True:
-        with signals.watching(user_id) if signals is not None else contextlib.nullcontext() as applied:
-            if await applied_sequence(redis, user_id) >= exchange.sequence - 1:
+        with signals.watching(user_id, predecessor) if signals is not None else contextlib.nullcontext() as applied:
+            if await applied_sequence(redis, user_id) >= predecessor:
                 return True
             if time.monotonic() > deadline:
                 return False
-            if place is not None:
+            # A predecessor held by a job of this process wakes this one when applied: no polling.
+            local = signals is not None and signals.holds(user_id, predecessor)
+            if place is not None and not local:
                 idle_looks = 0 if await predecessor_coming(redis, exchange, place) else idle_looks + 1
                 if idle_looks >= 2:
                     return False
             if applied is None:
                 await asyncio.sleep(POLL_S)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(applied.wait(), POLL_S)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(applied.wait(), LOCAL_POLL_S if local else POLL_S)
+            if applied.is_set():
+                return True  # applied here just now (mark_applied advanced Redis first)
 
 
 async def stalled_for(redis: Any, user_id: str) -> float:
@@ -197,4 +233,4 @@ async def mark_applied(redis: Any, exchange: Exchange, signals: TurnSignals | No
         )
         await redis.eval(ADVANCE_SCRIPT, 3, *keys, exchange.sequence, time.time())
         if signals is not None:
-            signals.notify(user_id)
+            signals.notify(user_id, exchange.sequence)

@@ -35,7 +35,7 @@ from mnemo.queue import (
 )
 from tests.conftest import REDIS_URL
 from workers import ordering
-from workers.ordering import TurnSignals, applied_sequence, mark_applied, take_turn, wait_for_turn
+from workers.ordering import QueuePlace, TurnSignals, applied_sequence, mark_applied, take_turn, wait_for_turn
 
 
 @pytest.fixture
@@ -76,6 +76,41 @@ async def test_a_job_applied_in_this_process_wakes_its_successor_without_polling
 
     assert await asyncio.wait_for(second, timeout=5) is True
     assert len(signals) == 0  # nothing kept for a user with no waiting job
+
+
+class CountingRedis:
+    """The real client, counting the commands a waiting job sends."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self._client, name)
+
+
+async def test_a_job_whose_predecessor_is_held_here_waits_without_polling_redis_and_only_its_turn_wakes_it(
+    redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ordering, "POLL_S", 0.01)  # would poll ~30 times in the wait below
+    user, signals, counting = fresh_user(), TurnSignals(), CountingRedis(redis)
+    place = QueuePlace(f"turns:{uuid.uuid4().hex[:8]}", "mnemo:exchange:third")
+    with signals.holding(user, 1), signals.holding(user, 2):  # #1 applying here, #2 waiting here
+        third = asyncio.create_task(
+            wait_for_turn(counting, exchange(user, 3), wait_s=120, signals=signals, place=place)
+        )
+        await asyncio.sleep(0.3)
+        assert counting.calls == ["get"]  # one look at the applied number, then no polling at all
+
+        await mark_applied(redis, exchange(user, 1), signals)
+        await asyncio.sleep(0.1)
+        assert not third.done()  # #1 applied: that is #2's turn, not #3's
+
+        await mark_applied(redis, exchange(user, 2), signals)
+        assert await asyncio.wait_for(third, timeout=5) is True
+    assert counting.calls == ["get"]  # woken by its turn, not by a read
+    assert len(signals) == 0
 
 
 async def test_a_turn_seen_by_polling_leaves_no_wake_up_behind(redis: Any) -> None:
