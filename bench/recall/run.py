@@ -192,7 +192,7 @@ def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     conversations = load(Path(args.data))
-    embedder = LocalOnnxEmbedder(threads=1, activations=args.activations)
+    embedder = LocalOnnxEmbedder(threads=1, activations=args.activations, stored_activations=args.stored_activations)
     try:
         results: dict[str, Any] = {"run": report.run_info(args, conversations)}
         results["baselines"] = await baselines(conversations, embedder)
@@ -215,6 +215,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--activations", choices=["int8", "float32"], default="int8", help="the local embedder's embedder.activations"
+    )
+    parser.add_argument(
+        "--stored-activations",
+        choices=["mixed", "int8"],
+        default="mixed",
+        help="the local embedder's embedder.stored_activations",
     )
     parser.add_argument("--extraction-model", help="litellm model for extraction mode, e.g. openai/gpt-4o-mini")
     parser.add_argument("--extraction-base-url", help="OpenAI-compatible base URL for extraction mode")

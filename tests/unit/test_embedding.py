@@ -53,6 +53,22 @@ def test_the_int8_graph_stays_close_to_the_float32_graph(int8: LocalOnnxEmbedder
     assert (nearest[0] == nearest[1]).mean() >= 0.75
 
 
+def test_stored_texts_get_the_graph_nearer_float32_and_queries_the_all_int8_one(
+    int8: LocalOnnxEmbedder, float32: LocalOnnxEmbedder
+) -> None:
+    all_int8 = LocalOnnxEmbedder(activations="int8", stored_activations="int8")
+    try:
+        reference = float32.encode(SENTENCES)
+        mixed, plain = int8.encode(SENTENCES), all_int8.encode(SENTENCES)
+        assert ((mixed * reference).sum(axis=1)).mean() > ((plain * reference).sum(axis=1)).mean()
+        assert int8.model_id == all_int8.model_id  # one store holds either; queries are the same
+        for sentence in SENTENCES:
+            query = asyncio.run(int8.embed_query(sentence + " ?"))
+            np.testing.assert_array_equal(query, all_int8.encode([sentence + " ?"], batched=True)[0])
+    finally:
+        asyncio.run(all_int8.close())
+
+
 def test_an_int8_vector_does_not_depend_on_what_shares_its_batch(int8: LocalOnnxEmbedder) -> None:
     alone = np.concatenate([int8.encode([sentence]) for sentence in SENTENCES])
     together = int8.encode(SENTENCES)
