@@ -111,12 +111,17 @@ class LocalOnnxEmbedder:
         options.inter_op_num_threads = 1
         model: str | bytes = str(model_path)
         stored_model = model
+        self._shared: dict[str, Any] = {}  # OrtValues the sessions read; they must outlive them
         if activations == "int8":
-            from mnemo.minilm_graph import build_fused_int8_graph
+            from mnemo.minilm_graph import build_fused_int8_graphs
 
-            model = stored_model = build_fused_int8_graph(model_path)
-            if stored_activations == "mixed":
-                stored_model = build_fused_int8_graph(model_path, STORED_FLOAT_PRODUCTS)
+            variants = [frozenset(), STORED_FLOAT_PRODUCTS] if stored_activations == "mixed" else [frozenset()]
+            graphs, shared = build_fused_int8_graphs(model_path, variants)
+            model, stored_model = graphs[0], graphs[-1]
+            # Both sessions read one copy of the big constants (without this, the second costs ~100 MB).
+            self._shared = {name: onnxruntime.OrtValue.ortvalue_from_numpy(value) for name, value in shared.items()}
+            for name, value in self._shared.items():
+                options.add_initializer(name, value)
         # One id for both stored graphs: they approximate the same float32 model (cosine >= 0.98 to
         # it and to each other), so a store may hold vectors of either and is searched the same way.
         self.model_id = LOCAL_MODEL_IDS[activations]

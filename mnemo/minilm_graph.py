@@ -23,31 +23,44 @@ HIDDEN = 384
 HEADS = 12
 LAYERS = 6
 LAYER_NORM_EPSILON = 1e-12
+SHARED_CONSTANTS = ("word_embeddings",)
 _PREFIX = "inner."
 
 Array = np.ndarray[Any, np.dtype[Any]]
 
 
-def build_fused_int8_graph(source: Path, float_products: frozenset[str] = frozenset()) -> bytes:
+def build_fused_int8_graph(source: Path) -> bytes:
     """The serialized fused model: inputs ``input_ids`` and ``attention_mask`` (int64, [batch, seq]),
     output ``last_hidden_state`` ([batch, seq, 384]); same contract as the wheel's graph minus the
-    all-zero ``token_type_ids``, whose embedding row is folded into the position embeddings.
+    all-zero ``token_type_ids``, whose embedding row is folded into the position embeddings."""
+    (graph,), _ = build_fused_int8_graphs(source, [frozenset()])
+    return graph
 
-    ``float_products`` names products that keep float32 activations (with the same int8 weights,
-    dequantised), as ``layer<N>_<product>`` with product ``qkv``, ``attention_out``,
-    ``intermediate`` or ``output``."""
+
+def build_fused_int8_graphs(source: Path, variants: list[frozenset[str]]) -> tuple[list[bytes], dict[str, Array]]:
+    """One fused model per variant, and the constants they all hold (the 44 MB word-embedding
+    table), for onnxruntime's ``SessionOptions.add_initializer`` so sessions share one copy.
+
+    A variant names the products that keep float32 activations (with the same int8 weights,
+    dequantised), as ``layer<N>_<product>``, product one of ``qkv``, ``attention_out``,
+    ``intermediate``, ``output``."""
     import onnx
     from onnx import numpy_helper
 
     source_model = onnx.load(str(source))
     weights: dict[str, Array] = {t.name: numpy_helper.to_array(t) for t in source_model.graph.initializer}
     linear = _linear_layers(source_model, weights)
-    graph = _GraphBuilder(float_products)
-    hidden = _add_embeddings(graph, weights)
-    for index in range(LAYERS):
-        hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
-    graph.node("Identity", [hidden], ["last_hidden_state"])
-    return _serialize(graph)
+    graphs: list[bytes] = []
+    shared: dict[str, Array] = {}
+    for float_products in variants:
+        graph = _GraphBuilder(float_products)
+        hidden = _add_embeddings(graph, weights)
+        for index in range(LAYERS):
+            hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
+        graph.node("Identity", [hidden], ["last_hidden_state"])
+        graphs.append(_serialize(graph))
+        shared = {name: graph.values[name] for name in SHARED_CONSTANTS}
+    return graphs, shared
 
 
 def _add_embeddings(graph: _GraphBuilder, weights: dict[str, Array]) -> str:
@@ -178,6 +191,7 @@ class _GraphBuilder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.float_products = float_products
+        self.values: dict[str, Array] = {}
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
         from onnx import helper
@@ -187,7 +201,10 @@ class _GraphBuilder:
     def constant(self, name: str, value: Array) -> str:
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        value = np.ascontiguousarray(value)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        if name in SHARED_CONSTANTS:
+            self.values[name] = value
         return name
 
     def int8_matmul(self, source: str, name: str, matrix: Array, scales: Array, bias: Array | None = None) -> str:
