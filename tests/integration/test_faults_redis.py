@@ -53,7 +53,10 @@ def send(mnemo: MnemoThread, sent: dict[str, str], text: str) -> None:
     sent[response.headers["x-mnemo-request-id"]] = USER
 
 
-def wait_for_exact(mnemo: MnemoThread, sent: dict[str, str], timeout: float = 30) -> Tally:
+def wait_for_exact(mnemo: MnemoThread, sent: dict[str, str], timeout: float = 60) -> Tally:
+    # A job cut off by the kill runs again only once its in-progress key lapses (job timeout + 10 s,
+    # kept by the append-only file), behind the worker's reconnect backoff: ~15-25 s on a quiet
+    # machine, so 30 s was too tight on a loaded one.
     wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=timeout, interval=0.2)
     drain(mnemo)
     return thread_tally(mnemo, sent)
