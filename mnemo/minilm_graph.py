@@ -51,7 +51,6 @@ def build_fused_int8_graphs(source: Path, variants: list[frozenset[str]]) -> tup
     weights: dict[str, Array] = {t.name: numpy_helper.to_array(t) for t in source_model.graph.initializer}
     linear = _linear_layers(source_model, weights)
     graphs: list[bytes] = []
-    shared: dict[str, Array] = {}
     for float_products in variants:
         graph = _GraphBuilder(float_products)
         hidden = _add_embeddings(graph, weights)
@@ -59,8 +58,8 @@ def build_fused_int8_graphs(source: Path, variants: list[frozenset[str]]) -> tup
             hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
         graph.node("Identity", [hidden], ["last_hidden_state"])
         graphs.append(_serialize(graph))
-        shared = {name: graph.values[name] for name in SHARED_CONSTANTS}
-    return graphs, shared
+    # Every variant holds the same values; the last builder's arrays serve them all.
+    return graphs, {name: graph.values[name] for name in SHARED_CONSTANTS}
 
 
 def _add_embeddings(graph: _GraphBuilder, weights: dict[str, Array]) -> str:

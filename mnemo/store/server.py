@@ -250,13 +250,16 @@ class QdrantServerMemoryStore:
     async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
         if not texts:
             return []
-        where = server_filter(pl.text_conditions(scope, texts))
         with server_errors("find_texts"):
-            records, offset = await self._client.scroll(self._memories_name, where, limit=PAGE)
-            while offset is not None:
-                page, offset = await self._client.scroll(self._memories_name, where, limit=PAGE, offset=offset)
-                records += page
+            records = await self._scroll_all(self._memories_name, server_filter(pl.text_conditions(scope, texts)))
         return [pl.memory_from_payload(record.payload or {}) for record in records]
+
+    async def _scroll_all(self, name: str, where: models.Filter) -> builtins.list[models.Record]:
+        records, offset = await self._client.scroll(name, where, limit=PAGE)
+        while offset is not None:
+            page, offset = await self._client.scroll(name, where, limit=PAGE, offset=offset)
+            records += page
+        return records
 
     async def add_events(self, events: Sequence[MemoryEvent]) -> None:
         points = [models.PointStruct(id=pl.point_id(e.id), vector=[1.0], payload=pl.event_payload(e)) for e in events]
@@ -266,12 +269,8 @@ class QdrantServerMemoryStore:
                 await self._client.upsert(self._events_name, points=points, update_mode=models.UpdateMode.INSERT_ONLY)
 
     async def list_events(self, user_id: str, *, memory_id: str | None = None) -> list[MemoryEvent]:
-        where = server_filter(pl.user_conditions(user_id, memory_id))
         with server_errors("list_events"):
-            records, offset = await self._client.scroll(self._events_name, where, limit=PAGE)
-            while offset is not None:
-                page, offset = await self._client.scroll(self._events_name, where, limit=PAGE, offset=offset)
-                records += page
+            records = await self._scroll_all(self._events_name, server_filter(pl.user_conditions(user_id, memory_id)))
         return pl.sort_events([pl.event_from_payload(record.payload or {}) for record in records])
 
     async def delete_user(self, user_id: str) -> tuple[int, int]:
