@@ -27,6 +27,7 @@ import numpy as np
 
 from mnemo.config import EmbedderSettings
 from mnemo.errors import EmbedderError
+from mnemo.minilm_graph import DISABLED_OPTIMIZERS, build_fused_int8_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ MAX_TOKENS = 256
 # Padding a batch to its longest text costs more than it saves beyond this many rows.
 MAX_ROWS_PER_RUN = 64
 QUERY_CACHE_SIZE = 2048
+# Threads a stored-text lane spreads one call's texts over (each text still runs alone): a fact
+# extracted with others is stored that much sooner. Two, as on the 2-core machines this runs on.
+STORED_THREADS = min(2, os.cpu_count() or 1)
 # Nice value of the thread embedding the worker's memories (0 is normal, 19 the lowest priority).
 BACKGROUND_NICE = 10
 # Products that stored texts run with float32 activations under embedder.stored_activations="mixed":
@@ -82,10 +86,10 @@ def verify_sha256(path: Path, expected: str) -> None:
 class LocalOnnxEmbedder:
     """MiniLM on onnxruntime, run on dedicated threads so the event loop never blocks.
 
-    Three lanes (a thread each): chat queries, batched across concurrent chats; memories written
+    Three lanes: chat queries (one thread, batched across concurrent chats); memories written
     through the API; and the worker's memories at a lower priority, so a chat never waits behind
     ingestion. Stored texts run one per forward pass, so a stored vector never depends on what else
-    was being embedded. With int8 activations, stored texts may run a second graph that keeps the
+    was being embedded, and the texts of one call go side by side on two threads. With int8 activations, stored texts may run a second graph that keeps the
     first layer's feed-forward output product in float32 (``stored_activations="mixed"``): a
     vector is stored once and searched for ever, so it gets the more faithful graph, off the chat
     path.
@@ -113,8 +117,6 @@ class LocalOnnxEmbedder:
         stored_model = model
         self._shared: dict[str, Any] = {}  # OrtValues the sessions read; they must outlive them
         if activations == "int8":
-            from mnemo.minilm_graph import build_fused_int8_graphs
-
             variants = [frozenset(), STORED_FLOAT_PRODUCTS] if stored_activations == "mixed" else [frozenset()]
             graphs, shared = build_fused_int8_graphs(model_path, variants)
             model, stored_model = graphs[0], graphs[-1]
@@ -128,19 +130,22 @@ class LocalOnnxEmbedder:
         # Activations are quantised with one scale per call, so a text's vector would depend on
         # what else shares its batch; int8 runs one text per call to keep vectors reproducible.
         self._rows_per_run = 1 if activations == "int8" else MAX_ROWS_PER_RUN
-        providers = ["CPUExecutionProvider"]
-        self._session = onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
-        self._stored_session = (
-            self._session
-            if stored_model is model
-            else onnxruntime.InferenceSession(stored_model, sess_options=options, providers=providers)
+        session = functools.partial(
+            onnxruntime.InferenceSession,
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(DISABLED_OPTIMIZERS),
         )
+        self._session = session(model)
+        self._stored_session = self._session if stored_model is model else session(stored_model)
         self._inputs = {given.name for given in self._session.get_inputs()}
         self._tokenizer = BertWordPieceTokenizer(str(VOCAB_PATH), lowercase=True)
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._queries = _Lane(functools.partial(self.encode, batched=True), "mnemo-embed-query")
-        self._memories = _Lane(self.encode, "mnemo-embed")
-        self._background = _Lane(self.encode, "mnemo-embed-background", nice=BACKGROUND_NICE)
+        # int8 runs stored texts one per forward pass, so they can as well run side by side.
+        stored_threads = STORED_THREADS if self._rows_per_run == 1 else 1
+        self._memories = _Lane(self.encode, "mnemo-embed", threads=stored_threads)
+        self._background = _Lane(self.encode, "mnemo-embed-background", nice=BACKGROUND_NICE, threads=stored_threads)
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
 
     def encode(self, texts: Sequence[str], *, batched: bool = False) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -197,13 +202,17 @@ class _Lane:
 
     While one batch runs, newly arriving texts queue up and go together in the next batch. The
     background lane runs on a thread with a higher nice value, so on a busy machine the OS
-    schedules the other lanes first.
+    schedules the other lanes first. With ``threads`` > 1 a batch is cut into that many runs that
+    go side by side (onnxruntime sessions take concurrent runs).
     """
 
-    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray[Any, Any]], name: str, nice: int = 0) -> None:
+    def __init__(
+        self, encode: Callable[[Sequence[str]], np.ndarray[Any, Any]], name: str, nice: int = 0, threads: int = 1
+    ) -> None:
         self._encode = encode
+        self._threads = threads
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=name, initializer=_lower_thread_priority, initargs=(nice,)
+            max_workers=threads, thread_name_prefix=name, initializer=_lower_thread_priority, initargs=(nice,)
         )
         self._pending: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
         self._draining = False
@@ -224,7 +233,7 @@ class _Lane:
                 batch, self._pending = self._pending, []
                 texts = [text for group, _ in batch for text in group]
                 try:
-                    matrix = await loop.run_in_executor(self._executor, self._encode, texts)
+                    matrix = await self._run(loop, texts)
                 except Exception as exc:  # onnxruntime raises plain RuntimeErrors
                     for _, future in batch:
                         if not future.done():
@@ -237,6 +246,14 @@ class _Lane:
                     start += len(group)
         finally:
             self._draining = False
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, texts: list[str]) -> np.ndarray[Any, Any]:
+        if self._threads == 1 or len(texts) == 1:
+            return await loop.run_in_executor(self._executor, self._encode, texts)
+        size = -(-len(texts) // self._threads)
+        parts = [texts[start : start + size] for start in range(0, len(texts), size)]
+        runs = [loop.run_in_executor(self._executor, self._encode, part) for part in parts]
+        return np.concatenate(await asyncio.gather(*runs))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -38,9 +38,8 @@ class Retriever:
         result = Retrieval()
         if query:
             try:
-                result.memories = await asyncio.wait_for(
-                    self.search(scope, query, limit=limit, threshold=threshold), timeout_s
-                )
+                async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+                    result.memories = await self.search(scope, query, limit=limit, threshold=threshold)
             except TimeoutError:
                 result.failure = "timeout"
             except Exception as exc:  # fail open on anything: a chat must not fail because memory did

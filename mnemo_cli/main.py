@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from mnemo_cli import run
 
         runner = {"up": run.run_up, "serve": run.run_serve, "worker": run.run_worker}[args.command]
-        asyncio.run(runner(settings))
+        run.run_on_loop(runner(settings), settings.event_loop)
     except MnemoError as exc:
         print(f"mnemo: {exc}", file=sys.stderr)  # noqa: T201
         return 2

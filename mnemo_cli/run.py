@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Callable, Coroutine
 from types import FrameType
+from typing import Any, TypeVar
 
 import uvicorn
 from arq.connections import RedisSettings
@@ -22,6 +24,7 @@ from mnemo.runtime import Core, open_core
 from workers.settings import build_worker
 
 logger = logging.getLogger("mnemo")
+T = TypeVar("T")
 
 
 class GatewayServer(uvicorn.Server):
@@ -32,6 +35,25 @@ class GatewayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to run on (None: asyncio's default). uvloop runs the gateway's own Python
+    (HTTP relay, Redis, store calls, the hand-offs to the embedder's threads) with less overhead."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop is uvloop but uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], choice: str) -> T:
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(main)
 
 
 def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings | None) -> uvicorn.Server:

@@ -11,7 +11,6 @@ Writes bench/results/search.{json,md,png}. Embeddings of the corpus are cached i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import logging
@@ -27,12 +26,13 @@ import numpy as np
 
 from bench import facts, stats, venvs
 from bench.search import report
-from mnemo.config import StoreSettings
+from mnemo.config import Settings, StoreSettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.models import Memory, Scope, utcnow
 from mnemo.store import MemoryStore, StoreIdentity
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.server import QdrantServerMemoryStore
+from mnemo_cli.run import run_on_loop
 
 logger = logging.getLogger("bench.search")
 
@@ -251,7 +251,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
     started = stats.machine()
-    measured = asyncio.run(run(args))
+    # On the loop the gateway runs on by default: the embedder hand-off is part of what is timed.
+    measured = run_on_loop(run(args), Settings().event_loop)
     result = report.build(
         measured, vars(args) | {"out": str(args.out), "users": USERS, "limit": LIMIT}, started, stats.machine()
     )

