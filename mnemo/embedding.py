@@ -89,10 +89,10 @@ class LocalOnnxEmbedder:
     Three lanes: chat queries (one thread, batched across concurrent chats); memories written
     through the API; and the worker's memories at a lower priority, so a chat never waits behind
     ingestion. Stored texts run one per forward pass, so a stored vector never depends on what else
-    was being embedded, and the texts of one call go side by side on two threads. With int8 activations, stored texts may run a second graph that keeps the
-    first layer's feed-forward output product in float32 (``stored_activations="mixed"``): a
-    vector is stored once and searched for ever, so it gets the more faithful graph, off the chat
-    path.
+    was being embedded; the texts of one call go side by side on two threads. With int8
+    activations, stored texts may run a second graph that keeps the first layer's feed-forward
+    output product in float32 (``stored_activations="mixed"``): a vector is stored once and
+    searched for ever, so it gets the more faithful graph, off the chat path.
     """
 
     dimension = LOCAL_DIMENSION
