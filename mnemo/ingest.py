@@ -28,6 +28,7 @@ RAW_MODEL = "raw"
 class IngestResult:
     mode: Literal["raw", "llm"]
     facts: int = 0
+    restated: int = 0  # facts the user's memory already held word for word (llm mode)
     created: list[str] = field(default_factory=list)
     invalidated: list[str] = field(default_factory=list)
     usage: LLMUsage = field(default_factory=LLMUsage)
@@ -67,6 +68,9 @@ class MemoryWriter:
             unique.setdefault(text_hash(fact), fact)
         facts = [fact for fact in unique.values() if fact]
         result.facts = len(facts)
+        if facts and result.mode == "llm":
+            facts = await self._not_yet_known(exchange, facts)
+            result.restated = result.facts - len(facts)
         if not facts:
             return result
         vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts], background=True)
@@ -78,6 +82,19 @@ class MemoryWriter:
         decisions = await self._decide(result, facts, existing)
         await self._apply(exchange, result, facts, vectors, existing, decisions)
         return result
+
+    async def _not_yet_known(self, exchange: Exchange, facts: list[str]) -> list[str]:
+        """The facts that are not, word for word, a memory the user already holds from an earlier
+        exchange. Users restate what they said before; such a fact changes nothing, so it costs an
+        indexed lookup instead of its embedding, a search and a place in the decision prompt.
+        Memories this exchange wrote itself (a replayed job) do not count: the replay redoes its
+        decisions, so a crash between writing them and invalidating what they replace heals."""
+        known = {
+            text_hash(memory.text)
+            for memory in await self.store.find_texts(exchange.scope, facts)
+            if memory.source_request_id != exchange.request_id
+        }
+        return [fact for fact in facts if text_hash(fact) not in known]
 
     async def _similar(self, scope: Scope, vectors: Sequence[Sequence[float]]) -> list[Memory]:
         found: dict[str, Memory] = {}
@@ -131,9 +148,10 @@ class MemoryWriter:
         if new_memories:
             texts = [m.text for m in new_memories]
             known = dict(zip(facts, vectors, strict=True))
-            missing = [t for t in texts if t not in known]
-            indexed = [_indexed(exchange, t) for t in missing]
-            known.update(zip(missing, await self.embedder.embed(indexed, background=True), strict=True))
+            missing = [t for t in texts if t not in known]  # an UPDATE may reword its fact
+            if missing:
+                indexed = [_indexed(exchange, t) for t in missing]
+                known.update(zip(missing, await self.embedder.embed(indexed, background=True), strict=True))
             await self.store.upsert(new_memories, [known[t] for t in texts])
         for old, successor in invalidations:
             await self.store.invalidate(old.id, at, successor)

@@ -136,9 +136,10 @@ async def record_failure(
 
 def outcome(exchange: Exchange, result: IngestResult, started: float) -> dict[str, Any]:
     logger.info(
-        "exchange %s applied: %d facts, %d created, %d invalidated",
+        "exchange %s applied: %d facts (%d restated), %d created, %d invalidated",
         exchange.request_id,
         result.facts,
+        result.restated,
         len(result.created),
         len(result.invalidated),
     )
@@ -148,6 +149,7 @@ def outcome(exchange: Exchange, result: IngestResult, started: float) -> dict[st
         "sequence": exchange.sequence,
         "mode": result.mode,
         "facts": result.facts,
+        "restated": result.restated,
         "created": result.created,
         "invalidated": result.invalidated,
         "llm_calls": result.usage.calls,

@@ -101,7 +101,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| Mem0 {run['mem0_version']} add(infer=True) | {run['exchanges']} | {rate} | {run['add_ms']['p50']} "
             f"| | | | {each['llm_calls']} | {each['prompt_tokens']} | {each['completion_tokens']} |"
         )
-    stages = result["mnemo_sequential"].get("stage_ms_per_exchange", {})
+    sequential = result["mnemo_sequential"]
+    lines += [
+        "",
+        f"Facts extracted: {sequential['facts']}, of which {sequential.get('restated', 0)} restated a memory the "
+        f"user already held word for word (not embedded, not sent to the decision call); "
+        f"{sequential['created']} memories created.",
+    ]
+    stages = sequential.get("stage_ms_per_exchange", {})
     if stages:
         lines += [
             "",

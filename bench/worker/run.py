@@ -165,6 +165,7 @@ def summarise_jobs(results: list[Any], wall: float, cpu: float, timer: Stages, c
         "stage_ms_per_exchange": timer.per_exchange(count),
         "process_cpu_ms_per_exchange": round(cpu * 1000 / count, 3),
         "facts": sum(r["facts"] for r in applied),
+        "restated": sum(r.get("restated", 0) for r in applied),
         "created": sum(len(r["created"]) for r in applied),
     }
 

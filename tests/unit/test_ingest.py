@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from mnemo.errors import StoreError
 from mnemo.extraction import Extractor
 from mnemo.ingest import RAW_MODEL, MemoryWriter
 from mnemo.llm import Completion
@@ -407,3 +408,57 @@ async def test_replaying_an_update_whose_answer_now_names_the_new_version_keeps_
     assert berlin is not None
     assert (berlin.is_valid, berlin.version, berlin.superseded_by) == (True, 2, None)
     assert await valid_texts(store, scope) == ["Lives in Berlin"]
+
+
+async def test_a_fact_the_user_restates_word_for_word_is_neither_embedded_nor_shown_to_the_llm(
+    store: EdgeMemoryStore, embedder: BagOfWordsEmbedder, scope: Scope
+) -> None:
+    (tea,) = await seed(store, scope, "Likes green tea")
+    shown: list[list[str]] = []
+
+    def add_all(facts: list[str], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        shown.append(facts)
+        return [{"fact": i, "action": "ADD", "id": None, "text": f, "reason": "new"} for i, f in enumerate(facts)]
+
+    llm = ScriptedLLM(["likes  green TEA", "Has a dog"], add_all)
+    result = await writer(store, embedder, llm).process(exchange(scope, ("user", "I like green tea and got a dog")))
+    assert (result.facts, result.restated, len(result.created)) == (2, 1, 1)
+    assert embedder.calls == [[context_line("Has a dog", NOW, {})]]
+    assert shown == [["Has a dog"]]
+    assert await valid_texts(store, scope) == ["Has a dog", "Likes green tea"]
+    assert [e.new_text for e in await store.list_events(scope.user_id)] == ["Has a dog"]
+
+    # Nothing new at all: one extraction call, nothing embedded, nothing written.
+    embedder.calls.clear()
+    again = await writer(store, embedder, ScriptedLLM(["Likes green tea"])).process(
+        exchange(scope, ("user", "I like green tea"), request_id="req_2")
+    )
+    assert (again.facts, again.restated, again.created, again.usage.calls, embedder.calls) == (1, 1, [], 1, [])
+    still = await store.get(tea.id)
+    assert still is not None and still.is_valid
+
+
+async def test_a_replay_after_a_crash_between_writing_and_invalidating_finishes_the_update(
+    store: EdgeMemoryStore, embedder: BagOfWordsEmbedder, scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (city,) = await seed(store, scope, "Lives in Austin")
+
+    def update_city(facts: list[str], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        austin = next(m["id"] for m in existing if m["text"] == "Lives in Austin")
+        return [{"fact": 0, "action": "UPDATE", "id": austin, "text": "Lives in Berlin", "reason": "moved"}]
+
+    async def crash(*args: Any) -> None:
+        raise StoreError("killed before invalidating")
+
+    ex = exchange(scope, ("user", "I moved to Berlin"))
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "invalidate", crash)
+        with pytest.raises(StoreError):
+            await writer(store, embedder, ScriptedLLM(["Lives in Berlin"], update_city)).process(ex)
+    assert await valid_texts(store, scope) == ["Lives in Austin", "Lives in Berlin"]  # half applied
+
+    # The replayed job's own earlier write is not a "known fact": it decides again and heals.
+    await writer(store, embedder, ScriptedLLM(["Lives in Berlin"], update_city)).process(ex)
+    assert await valid_texts(store, scope) == ["Lives in Berlin"]
+    old = await store.get(city.id)
+    assert old is not None and not old.is_valid
