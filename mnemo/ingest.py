@@ -28,7 +28,7 @@ RAW_MODEL = "raw"
 class IngestResult:
     mode: Literal["raw", "llm"]
     facts: int = 0
-    restated: int = 0  # facts the user's memory already held word for word (llm mode)
+    restated: int = 0  # facts the user's memory already held word for word
     created: list[str] = field(default_factory=list)
     invalidated: list[str] = field(default_factory=list)
     usage: LLMUsage = field(default_factory=LLMUsage)
@@ -68,31 +68,30 @@ class MemoryWriter:
             unique.setdefault(text_hash(fact), fact)
         facts = [fact for fact in unique.values() if fact]
         result.facts = len(facts)
-        if facts and result.mode == "llm":
-            facts = await self._not_yet_known(exchange, facts)
-            result.restated = result.facts - len(facts)
+        facts = await self._not_yet_known(exchange, facts, result.mode)
+        result.restated = result.facts - len(facts)
         if not facts:
             return result
         vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts], background=True)
-        if result.mode == "llm":
-            existing = await self._similar(exchange.scope, vectors)
-        else:
-            # Raw mode only skips verbatim repeats: an indexed lookup, not a search of every memory.
-            existing = await self.store.find_texts(exchange.scope, facts)
+        existing = await self._similar(exchange.scope, vectors) if result.mode == "llm" else []
         decisions = await self._decide(result, facts, existing)
         await self._apply(exchange, result, facts, vectors, existing, decisions)
         return result
 
-    async def _not_yet_known(self, exchange: Exchange, facts: list[str]) -> list[str]:
-        """The facts that are not, word for word, a memory the user already holds from an earlier
-        exchange. Users restate what they said before; such a fact changes nothing, so it costs an
-        indexed lookup instead of its embedding, a search and a place in the decision prompt.
-        Memories this exchange wrote itself (a replayed job) do not count: the replay redoes its
-        decisions, so a crash between writing them and invalidating what they replace heals."""
+    async def _not_yet_known(self, exchange: Exchange, facts: list[str], mode: Literal["raw", "llm"]) -> list[str]:
+        """The facts that are not, word for word (up to case and spacing), a memory the user already
+        holds. Users restate what they said before; such a fact changes nothing, so it costs one
+        indexed lookup instead of its embedding, a search and a place in the decision prompt, for a
+        user with ten memories or ten thousand. In llm mode the memories this exchange wrote itself
+        (a replayed job) do not count: the replay redoes its decisions, so a crash between writing
+        an update and invalidating what it replaces heals. A raw exchange only ever adds, so its
+        own earlier writes are complete and count like any other."""
+        if not facts:
+            return facts
         known = {
             text_hash(memory.text)
             for memory in await self.store.find_texts(exchange.scope, facts)
-            if memory.source_request_id != exchange.request_id
+            if mode == "raw" or memory.source_request_id != exchange.request_id
         }
         return [fact for fact in facts if text_hash(fact) not in known]
 
@@ -106,16 +105,8 @@ class MemoryWriter:
     async def _decide(self, result: IngestResult, facts: list[str], existing: list[Memory]) -> list[Decision]:
         if result.mode == "llm" and existing and self.extractor is not None:
             return await self.extractor.decide(facts, existing, result.usage)
-        # Raw mode (and an empty memory) needs no LLM: add unless the same text is already believed.
-        known = {text_hash(m.text): i for i, m in enumerate(existing)}
-        decisions = []
-        for index, fact in enumerate(facts):
-            twin = known.get(text_hash(fact))
-            if twin is None:
-                decisions.append(Decision(index, "ADD", None, fact, "new information"))
-            else:
-                decisions.append(Decision(index, "NONE", twin, None, "already stored verbatim"))
-        return decisions
+        # Raw mode (and nothing similar stored) needs no LLM: restatements are already gone.
+        return [Decision(index, "ADD", None, fact, "new information") for index, fact in enumerate(facts)]
 
     async def _apply(
         self,

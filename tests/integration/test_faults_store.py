@@ -115,7 +115,7 @@ def test_a_dependency_that_is_down_fails_chats_open_and_the_worker_retries_until
     assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason=reason) == 1
     status, checks = readiness(mnemo)
     assert status == 503 and checks[dependency].startswith("unavailable") and checks["queue"] == "ok"
-    # Each try of the job (raw mode) embeds, then looks for a verbatim twin (store). The chat
+    # Each try of the job (raw mode) looks for a verbatim twin (store), then embeds. The chat
     # embedded its query with embed_query, and the readiness probe used embed.
     failing, before_job = ("find_texts", 0) if dependency == "store" else ("embed", 1)
     wait_until(lambda: outage.calls.get(failing, 0) >= before_job + FAILED_TRIES, timeout=20)
