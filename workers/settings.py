@@ -13,6 +13,7 @@ from arq.connections import RedisSettings
 from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from mnemo.activity import ChatActivity
 from mnemo.config import Settings
@@ -28,6 +29,10 @@ from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S, TurnSignals
 logger = logging.getLogger(__name__)
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# redis-py reports a connection lost between WATCH and EXEC as a WatchError, not a
+# ConnectionError. arq catches the WatchError of a failed EXEC itself (another worker claimed
+# the job), so one reaching the poll loop means the claim's connection died.
+LOST_REDIS = (*REDIS_DOWN, WatchError)
 MAX_REDIS_BACKOFF_S = 5.0
 # The worker waits for Redis at start-up instead of dying: under ``mnemo up`` it is a task
 # beside the gateway, and nothing would start it again.
@@ -60,12 +65,23 @@ class ResilientWorker(Worker):
         self._yield_to_chats()
         try:
             await super()._poll_iteration()
-        except REDIS_DOWN as exc:
+        except LOST_REDIS as exc:
             self._redis_backoff_s = min(MAX_REDIS_BACKOFF_S, max(0.1, self._redis_backoff_s * 2))
             logger.warning("worker lost redis (%s); polling again in %.1fs", exc, self._redis_backoff_s)
             await asyncio.sleep(self._redis_backoff_s)
         else:
             self._redis_backoff_s = 0.0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except LOST_REDIS:
+            # arq takes a job slot (semaphore and counter) before its Redis calls to claim the
+            # job, and only gives it back on a failed EXEC. Redis going away mid-claim would
+            # keep it: each outage would cost a slot until the worker started nothing at all.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
 
     async def close(self) -> None:
         """arq's close starts with a Redis call; without Redis, still shut down the rest."""

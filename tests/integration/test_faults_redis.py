@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_sync
-from arq.constants import result_key_prefix
+from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.jobs import deserialize_result
+from redis.asyncio.client import Pipeline
 
 from mnemo.config import Settings
 from mnemo.queue import exchange_job_id, load_job_record
@@ -81,6 +82,45 @@ def test_chats_survive_a_redis_sigkill_and_every_exchange_is_processed_once_it_i
     finally:
         mnemo.stop()
     assert result == Tally(sent=15, stored=15, duplicated=0, lost=0)
+
+
+def test_a_connection_lost_while_claiming_a_job_costs_neither_the_worker_nor_a_job_slot(
+    make_settings: Callable[..., Settings],
+    upstream: ScriptedUpstream,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis cuts the worker's connection between arq's WATCH of a job's in-progress key and
+    its EXEC; redis-py reports that as a WatchError. The worker must poll on, and give back the
+    job slot arq took for the claim: with one slot, a slot kept would stop the worker for good."""
+    killer = redis_sync.Redis.from_url(redis_server.url)
+    cuts_left = [3]
+    watch = Pipeline.watch
+
+    async def watch_then_lose_the_connection(pipe: Pipeline, *names: str | bytes) -> object:
+        answer = await watch(pipe, *names)
+        key = names[0].decode() if isinstance(names[0], bytes) else names[0]
+        if cuts_left[0] and key.startswith(in_progress_key_prefix):
+            cuts_left[0] -= 1
+            killer.client_kill_filter(_id=await pipe.client_id())
+        return answer
+
+    monkeypatch.setattr(Pipeline, "watch", watch_then_lose_the_connection)
+    settings = make_settings(extraction="raw", redis={"url": redis_server.url}, worker={"max_jobs": 1})
+    mnemo = MnemoThread(settings).start()
+    sent: dict[str, str] = {}
+    try:
+        for i in range(4):
+            send(mnemo, sent, f"I planted tree number {i}")
+        result = wait_for_exact(mnemo, sent, timeout=30)
+        assert mnemo.worker is not None and mnemo.worker.main_task is not None
+        assert not mnemo.worker.main_task.done()
+        assert mnemo.worker.job_counter == 0
+    finally:
+        mnemo.stop()
+        killer.close()
+    assert cuts_left == [0]  # every cut really happened
+    assert result == Tally(sent=4, stored=4, duplicated=0, lost=0)
 
 
 def test_the_outbox_outlives_a_gateway_restart_while_redis_is_down(
