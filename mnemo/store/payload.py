@@ -72,8 +72,14 @@ def invalidation_payload(invalid_at: datetime, superseded_by: str | None) -> dic
     }
 
 
+# Read once: pydantic's ``model_fields`` is a computed class property, and a membership test
+# against it per payload key cost ~25 us per memory read (half a search's time on 10 hits).
+MEMORY_FIELDS = frozenset(Memory.model_fields)
+EVENT_FIELDS = frozenset(MemoryEvent.model_fields)
+
+
 def memory_from_payload(payload: Mapping[str, Any]) -> Memory:
-    data = {key: value for key, value in payload.items() if key in Memory.model_fields}
+    data = {key: value for key, value in payload.items() if key in MEMORY_FIELDS}
     data["id"] = payload["memory_id"]
     data["agent_id"] = payload.get("agent_id") or None
     data["session_id"] = payload.get("session_id") or None
@@ -89,7 +95,7 @@ def event_payload(event: MemoryEvent) -> dict[str, Any]:
 
 
 def event_from_payload(payload: Mapping[str, Any]) -> MemoryEvent:
-    data = {key: value for key, value in payload.items() if key in MemoryEvent.model_fields}
+    data = {key: value for key, value in payload.items() if key in EVENT_FIELDS}
     data["id"] = payload["event_id"]
     data["agent_id"] = payload.get("agent_id") or None
     return MemoryEvent.model_validate(data)

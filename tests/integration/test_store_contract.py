@@ -423,6 +423,42 @@ async def test_edge_upserts_survive_a_crash_without_close(tmp_path: Path) -> Non
         await store.close()
 
 
+_SEARCH_THREADS_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from mnemo.store.edge import EdgeMemoryStore
+from mnemo.store.base import StoreIdentity
+from mnemo.models import Memory, Scope
+
+async def main():
+    store = EdgeMemoryStore(Path(sys.argv[1]), "mnemo", StoreIdentity("test-embedder", 8))
+    await store.open()
+    memories = [Memory.model_validate_json(line) for line in sys.argv[2:]]
+    await store.upsert(memories, [[1.0] + [0.0] * 7 for _ in memories])
+    for _ in range(20):
+        await store.search(Scope(user_id="u1"), [1.0] + [0.0] * 7, limit=5, query_text="hiking")
+    tasks = Path("/proc/self/task")
+    names = [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+    print(sum(name.startswith("edge-search") for name in names))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_edge_store_searches_on_one_thread_per_shard(tmp_path: Path) -> None:
+    """A shard that is never optimised holds one segment: a pool of search threads would only add
+    hand-offs (and CPU) to every search."""
+    memories = [memory(f"Enjoys hiking trail {i}").model_dump_json() for i in range(50)]
+    for _ in ("created", "reopened"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SEARCH_THREADS_SCRIPT, str(tmp_path), *memories, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+        assert int(out) <= 2  # the memories shard's and the events shard's
+
+
 # --- hybrid search (dense + BM25 keywords) ----------------------------------------------
 
 
