@@ -424,7 +424,7 @@ async def test_edge_upserts_survive_a_crash_without_close(tmp_path: Path) -> Non
 
 
 _SEARCH_THREADS_SCRIPT = """
-import asyncio, os, sys
+import asyncio, sys
 from pathlib import Path
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.base import StoreIdentity
