@@ -38,7 +38,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mnemo_exchanges_enqueued_total": ("Completed exchanges the queue accepted", ()),
     "mnemo_outbox_writes_total": ("Exchanges kept in the on-disk outbox while Redis was unavailable", ()),
     "mnemo_enqueue_failures_total": (
-        "Exchanges the queue refused (queue_unavailable) or that were dropped (outbox_full)",
+        "Exchanges the queue refused (queue_unavailable) or that were dropped (outbox_full, outbox_unavailable)",
         ("reason",),
     ),
     "mnemo_retrieval_fail_open_total": ("Chats answered without memory because retrieval failed", ("reason",)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +68,15 @@ class ExchangeRecorder:
 
     def keep(self, exchange: Exchange) -> None:
         job_id = exchange_job_id(exchange.request_id)
-        if self.outbox.put(job_id, exchange.scope.user_id, encode_exchange(exchange)):
+        try:
+            kept = self.outbox.put(job_id, exchange.scope.user_id, encode_exchange(exchange))
+        except sqlite3.Error as exc:
+            # Redis and the disk both failed: the exchange is lost either way, but the reply the
+            # client is owed must not become a 500 because of it.
+            self._metrics.inc("mnemo_enqueue_failures_total", reason="outbox_unavailable")
+            logger.error("outbox unavailable (%s): exchange %s dropped", exc, exchange.request_id)
+            return
+        if kept:
             self._metrics.inc("mnemo_outbox_writes_total")
             self._wake.set()
         else:
@@ -96,7 +105,14 @@ class ExchangeRecorder:
             if len(self.outbox) == 0:
                 interval = FLUSH_INTERVAL_S
                 continue
-            delivered = await self.flush()
+            try:
+                delivered = await self.flush()
+            except Exception:
+                # The outbox itself failed (a disk error, a locked file). The task must outlive
+                # it: once anything waits in the outbox, every later exchange queues behind it,
+                # so a dead flusher would stop all memory writes without a word.
+                logger.exception("outbox delivery failed; trying again")
+                delivered = False
             interval = FLUSH_INTERVAL_S if delivered else min(interval * 2, MAX_FLUSH_INTERVAL_S)
             if delivered:
                 logger.info("outbox delivered to the queue")

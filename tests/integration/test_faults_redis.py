@@ -4,6 +4,7 @@ succeed, exchanges wait in the durable outbox in the data directory, and once Re
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from arq.jobs import deserialize_result
 from redis.asyncio.client import Pipeline
 
 from mnemo.config import Settings
+from mnemo.outbox import Outbox, OutboxItem
 from mnemo.queue import exchange_job_id, load_job_record
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, thread_tally
@@ -121,6 +123,57 @@ def test_a_connection_lost_while_claiming_a_job_costs_neither_the_worker_nor_a_j
         killer.close()
     assert cuts_left == [0]  # every cut really happened
     assert result == Tally(sent=4, stored=4, duplicated=0, lost=0)
+
+
+def test_an_outbox_read_that_fails_does_not_stop_its_delivery(
+    make_settings: Callable[..., Settings],
+    upstream: ScriptedUpstream,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outbox's first read fails (a disk error) while Redis is down. Once Redis is back,
+    every exchange kept in the outbox must still be delivered: the flusher outlives the error."""
+    failures_left = [1]
+    oldest = Outbox.oldest
+
+    def oldest_failing_once(outbox: Outbox, limit: int = 100) -> list[OutboxItem]:
+        if failures_left[0]:
+            failures_left[0] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return oldest(outbox, limit)
+
+    monkeypatch.setattr(Outbox, "oldest", oldest_failing_once)
+    mnemo = MnemoThread(outage_settings(make_settings, redis_server)).start()
+    sent: dict[str, str] = {}
+    try:
+        redis_server.kill()
+        for i in range(3):
+            send(mnemo, sent, f"I read book number {i}")
+        wait_until(lambda: failures_left == [0])
+        redis_server.start()
+        result = wait_for_exact(mnemo, sent, timeout=30)
+    finally:
+        mnemo.stop()
+    assert result == Tally(sent=3, stored=3, duplicated=0, lost=0)
+
+
+def test_a_chat_is_still_answered_when_redis_is_down_and_the_outbox_cannot_be_written(
+    make_settings: Callable[..., Settings],
+    upstream: ScriptedUpstream,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def disk_full(outbox: Outbox, job_id: str, user_id: str, payload: str) -> bool:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Outbox, "put", disk_full)
+    mnemo = MnemoThread(outage_settings(make_settings, redis_server)).start()
+    try:
+        redis_server.kill()
+        send(mnemo, {}, "I collect blue stamps")  # asserts a 200 with the upstream's reply
+        assert metric(mnemo, "mnemo_enqueue_failures_total", reason="outbox_unavailable") == 1
+    finally:
+        mnemo.stop()
 
 
 def test_the_outbox_outlives_a_gateway_restart_while_redis_is_down(
