@@ -84,15 +84,10 @@ class EdgeMemoryStore:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._check_identity()
         dense = qe.EdgeVectorParams(size=self._identity.dimension, distance=qe.Distance.Cosine)
-        memories = self._load_shard(
-            "memories", qe.EdgeConfig(vectors={pl.DENSE_VECTOR: dense}, max_search_threads=SEARCH_THREADS)
-        )
+        memories = self._load_shard("memories", {pl.DENSE_VECTOR: dense})
         try:
             # Events need no vector; a constant 1-d one keeps the shard a plain point store.
-            events = self._load_shard(
-                "events",
-                qe.EdgeConfig(vectors=qe.EdgeVectorParams(1, qe.Distance.Dot), max_search_threads=SEARCH_THREADS),
-            )
+            events = self._load_shard("events", qe.EdgeVectorParams(1, qe.Distance.Dot))
         except StoreError:
             memories.close()
             raise
@@ -118,9 +113,10 @@ class EdgeMemoryStore:
         tmp.write_text(json.dumps(pl.identity_record(self._identity)), encoding="utf-8")
         os.replace(tmp, record_path)
 
-    def _load_shard(self, name: str, config: qe.EdgeConfig) -> qe.EdgeShard:
+    def _load_shard(self, name: str, vectors: qe.EdgeVectorParams | dict[str, qe.EdgeVectorParams]) -> qe.EdgeShard:
         path = self._dir / name
         path.mkdir(exist_ok=True)
+        config = qe.EdgeConfig(vectors=vectors, max_search_threads=SEARCH_THREADS)
         try:
             # With a config, load creates the shard in an empty directory and checks compatibility otherwise.
             return qe.EdgeShard.load(str(path), config)
