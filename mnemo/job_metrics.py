@@ -3,7 +3,7 @@
 In server mode the workers are other processes (often other machines) than the gateways, so
 they cannot share an in-memory registry, and scraping each worker would need a port per
 worker. Instead each job adds its outcome, duration and LLM usage to one Redis hash per
-queue with HINCRBY (atomic, one round trip), and the gateway reads the hash at scrape time.
+queue (one script: atomic, one round trip), and the gateway reads the hash at scrape time.
 Under ``mnemo up`` the same path is used; there the hash lives in the embedded Redis.
 """
 
@@ -48,22 +48,34 @@ def _bucket_field(bound: float) -> str:
     return f"duration_bucket:{bound:g}"
 
 
+# One call per job, applied atomically: the float sum, then (field, increment) pairs. A pipeline
+# of one HINCRBY per field cost ~0.2 ms of the worker's event loop per job to pack and parse.
+RECORD_SCRIPT = """
+redis.call('HINCRBYFLOAT', KEYS[1], 'duration_sum', ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+
+def increments(record: JobRecord) -> list[tuple[str, int]]:
+    """The integer fields one job adds to: its outcome, the duration count and every histogram
+    bucket it falls in (the buckets are cumulative), and its non-zero usage counters."""
+    fields = [(f"jobs:{record.outcome}", 1), ("duration_count", 1)]
+    fields += [(_bucket_field(bound), 1) for bound in DURATION_BUCKETS if record.duration_s <= bound]
+    counters = ("llm_calls", "prompt_tokens", "completion_tokens", "memories_created", "memories_invalidated")
+    fields += [(name, value) for name in counters if (value := getattr(record, name))]
+    return fields
+
+
 async def record_job(redis: Any, queue_name: str, record: JobRecord) -> None:
     """Add one job to the totals; never fails the job (metrics are best effort)."""
     key = JOB_METRICS_KEY.format(queue_name=queue_name)
-    pipe = redis.pipeline(transaction=False)
-    pipe.hincrby(key, f"jobs:{record.outcome}", 1)
-    pipe.hincrbyfloat(key, "duration_sum", record.duration_s)
-    pipe.hincrby(key, "duration_count", 1)
-    for bound in DURATION_BUCKETS:
-        if record.duration_s <= bound:
-            pipe.hincrby(key, _bucket_field(bound), 1)
-    for name in ("llm_calls", "prompt_tokens", "completion_tokens", "memories_created", "memories_invalidated"):
-        if value := getattr(record, name):
-            pipe.hincrby(key, name, value)
+    pairs = [part for field_, value in increments(record) for part in (field_, value)]
     try:
         async with asyncio.timeout(WRITE_TIMEOUT_S):
-            await pipe.execute()
+            await redis.eval(RECORD_SCRIPT, 1, key, f"{record.duration_s:.9f}", *pairs)
     except Exception as exc:  # a metrics write must never turn a done job into a retried one
         logger.warning("could not record job metrics: %s", exc)
 

@@ -21,15 +21,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mnemo.errors import EmbedderError, ExtractionError, StoreError, TransientExtractionError
 from mnemo.ingest import IngestResult, MemoryWriter
-from mnemo.queue import Exchange, decode_job
+from mnemo.queue import APPLIED_SEQUENCE_KEY, Exchange, decode_job
 from workers.ordering import (
     ORDER_RECHECK_S,
     ORDER_WAIT_S,
+    Ledger,
     QueuePlace,
     TurnSignals,
     mark_applied,
     take_turn,
+    turn_has_come,
 )
+from workers.waits import JobWaits
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +63,20 @@ async def process_exchange(ctx: dict[str, Any], payload: str, sequence: int | No
 
 async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
     redis = ctx["redis"]
-    if await redis.exists(APPLIED_KEY.format(request_id=exchange.request_id)):
+    ledger = APPLIED_KEY.format(request_id=exchange.request_id)
+    # One round trip for both things a job checks first: was it applied, and is it its turn.
+    done, applied = await redis.mget(ledger, APPLIED_SEQUENCE_KEY.format(user_id=exchange.scope.user_id))
+    if done is not None:
         await mark_applied(redis, exchange, ctx.get("turns"))
         # A retry of a job whose first try applied it but lost Redis before reporting back.
         return {"status": "already-applied", "request_id": exchange.request_id, "sequence": exchange.sequence}
     turns: TurnSignals | None = ctx.get("turns")
     with turns.holding(exchange.scope.user_id, exchange.sequence) if turns else contextlib.nullcontext():
-        await take_turn(
-            redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S), turns, queue_place(ctx)
-        )
+        if not turn_has_come(exchange, int(applied or 0)):
+            with waiting(ctx):
+                await take_turn(
+                    redis, exchange, waited_since(ctx), ctx.get("order_wait_s", ORDER_WAIT_S), turns, queue_place(ctx)
+                )
         started = time.perf_counter()
         try:
             result = await apply_in_user_lock(ctx, exchange)
@@ -76,9 +84,14 @@ async def apply_exchange(ctx: dict[str, Any], exchange: Exchange) -> dict[str, A
             return await retry_later(ctx, exchange, exc)
         except ExtractionError as exc:
             return await record_failure(redis, exchange, exc, turns)
-        await redis.set(APPLIED_KEY.format(request_id=exchange.request_id), "1", ex=LEDGER_TTL_S)
-        await mark_applied(redis, exchange, turns)
+        await mark_applied(redis, exchange, turns, ledger=Ledger(ledger, LEDGER_TTL_S))
     return outcome(exchange, result, started)
+
+
+def waiting(ctx: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+    """Count the job as waiting (holding its slot but no CPU) meanwhile; see workers.waits."""
+    waits: JobWaits | None = ctx.get("waits")
+    return waits.wait() if waits is not None else contextlib.nullcontext()
 
 
 def queue_place(ctx: dict[str, Any]) -> QueuePlace | None:
@@ -113,7 +126,9 @@ async def apply_in_user_lock(ctx: dict[str, Any], exchange: Exchange) -> IngestR
     # A killed worker's lock must lapse by the time arq re-runs its job (job timeout + 10 s).
     ttl = ctx.get("user_lock_ttl_s", USER_LOCK_TTL_S)
     lock = redis.lock(USER_LOCK_KEY.format(user_id=exchange.scope.user_id), timeout=ttl)
-    if not await lock.acquire(blocking_timeout=ctx.get("user_lock_wait_s", USER_LOCK_WAIT_S)):
+    with waiting(ctx):
+        acquired = await lock.acquire(blocking_timeout=ctx.get("user_lock_wait_s", USER_LOCK_WAIT_S))
+    if not acquired:
         raise Retry(defer=ORDER_RECHECK_S)  # a deferral, not a failure: give the slot back
     try:
         return await writer.process(exchange)

@@ -38,8 +38,10 @@ ORDER_RECHECK_S = 0.25
 # tries, so the job's max_tries allows this many on top of worker.max_tries.
 MAX_DEFERRALS = 1000
 # Set applied-seq to max(current, N) atomically, so a replayed old job never moves it back, note
-# when it last moved (the caller's clock, seconds), and forget which job carried N.
+# when it last moved (the caller's clock, seconds), and forget which job carried N; given a
+# fourth key, also write the job's applied ledger (ARGV[3]: its TTL), in the same round trip.
 ADVANCE_SCRIPT = """
+if KEYS[4] then redis.call('SET', KEYS[4], '1', 'EX', ARGV[3]) end
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -223,14 +225,37 @@ async def take_turn(
     )
 
 
-async def mark_applied(redis: Any, exchange: Exchange, signals: TurnSignals | None = None) -> None:
-    if exchange.sequence is not None:
-        user_id = exchange.scope.user_id
-        keys = (
-            APPLIED_SEQUENCE_KEY.format(user_id=user_id),
-            APPLIED_AT_KEY.format(user_id=user_id),
-            SEQUENCE_JOBS_KEY.format(user_id=user_id),
-        )
-        await redis.eval(ADVANCE_SCRIPT, 3, *keys, exchange.sequence, time.time())
-        if signals is not None:
-            signals.notify(user_id, exchange.sequence)
+@dataclass(frozen=True)
+class Ledger:
+    """The key that marks a job's exchange as applied, so a redelivered job is a no-op."""
+
+    key: str
+    ttl_s: int
+
+
+def turn_has_come(exchange: Exchange, applied: int) -> bool:
+    """Whether every earlier exchange of the user is applied, given the user's applied number
+    (it never moves back, so a number read earlier that is high enough stays true)."""
+    return exchange.sequence is None or applied >= exchange.sequence - 1
+
+
+async def mark_applied(
+    redis: Any, exchange: Exchange, signals: TurnSignals | None = None, ledger: Ledger | None = None
+) -> None:
+    """Advance the user's applied number to the exchange's, and write its ``ledger`` if given."""
+    if exchange.sequence is None:  # a job queued before exchanges were numbered
+        if ledger is not None:
+            await redis.set(ledger.key, "1", ex=ledger.ttl_s)
+        return
+    user_id = exchange.scope.user_id
+    keys = [
+        APPLIED_SEQUENCE_KEY.format(user_id=user_id),
+        APPLIED_AT_KEY.format(user_id=user_id),
+        SEQUENCE_JOBS_KEY.format(user_id=user_id),
+    ]
+    if ledger is not None:
+        keys.append(ledger.key)
+    ttl = ledger.ttl_s if ledger is not None else 0
+    await redis.eval(ADVANCE_SCRIPT, len(keys), *keys, exchange.sequence, time.time(), ttl)
+    if signals is not None:
+        signals.notify(user_id, exchange.sequence)

@@ -25,6 +25,7 @@ from mnemo.runtime import Core, open_core
 from workers.jobs import USER_LOCK_WAIT_S
 from workers.metrics import measured_process_exchange
 from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S, TurnSignals
+from workers.waits import JobWaits, WaitCountingLLM
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,27 @@ class ResilientWorker(Worker):
 
     _redis_backoff_s = 0.0
 
-    def __init__(self, *args: Any, activity: ChatActivity | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, activity: ChatActivity | None = None, waits: JobWaits | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._activity = activity
+        self._waits = waits or JobWaits()
         self._read_limit = self.queue_read_limit
 
     def _yield_to_chats(self) -> None:
-        """Sharing the gateway's process (``mnemo up``), run one job at a time while chats are in
-        flight and all ``max_jobs`` when none is: the backlog still moves, and catches up in
-        the gateway's idle time instead of adding to chat latency."""
+        """Sharing the gateway's process (``mnemo up``), while chats are in flight start a job
+        only when every running job is waiting (on its LLM, its turn or its user's lock), one per
+        poll; with no chat in flight, up to ``max_jobs``. The worker's CPU work then fills the
+        gateway's idle time instead of adding to chat latency, and jobs waiting on an LLM still
+        overlap, so extraction keeps pace with a gateway that is never idle."""
         if self._activity is None:
             return
         busy = self._activity.busy
-        self.queue_read_limit = 1 if busy else self._read_limit
-        self.allow_pick_jobs = not busy or self.job_counter == 0
+        # Running jobs stay at the head of the queue until they finish: reading one more than
+        # are running reaches the next job (reading 1 would only ever find the running one).
+        self.queue_read_limit = self.job_counter + 1 if busy else self._read_limit
+        self.allow_pick_jobs = not busy or self.job_counter <= self._waits.waiting
 
     async def _poll_iteration(self) -> None:
         self._yield_to_chats()
@@ -95,11 +103,13 @@ class ResilientWorker(Worker):
             self._pool = None
 
 
-def build_extractor(settings: Settings) -> Extractor | None:
+def build_extractor(settings: Settings, waits: JobWaits | None = None) -> Extractor | None:
+    """The extractor, if a model is configured; given ``waits``, its LLM calls count as waits."""
     if settings.extraction.effective_mode == "raw" and not settings.extraction.model:
         logger.info("worker in raw mode: each user message is stored as a memory (no extraction model configured)")
         return None
-    return Extractor(build_llm(settings.extraction))
+    llm = build_llm(settings.extraction)
+    return Extractor(WaitCountingLLM(llm, waits) if waits is not None else llm)
 
 
 def job_limits(job_timeout_s: float) -> dict[str, float]:
@@ -114,13 +124,15 @@ def job_limits(job_timeout_s: float) -> dict[str, float]:
 
 def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None = None, burst: bool = False) -> Worker:
     """``core`` is shared with the gateway under ``mnemo up``; otherwise the worker opens its own."""
+    waits = JobWaits()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         own_core = core is None
         ctx["core"] = core or await open_core(settings)
         ctx["own_core"] = own_core
-        extractor = build_extractor(settings)
+        extractor = build_extractor(settings, waits)
         ctx["extractor"] = extractor
+        ctx["waits"] = waits
         mode = settings.extraction.effective_mode
         logger.info("worker extraction mode: %s", mode)
         ctx["writer"] = MemoryWriter(
@@ -147,6 +159,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
     )
     return ResilientWorker(
         activity=core.activity if core is not None else None,
+        waits=waits,
         functions=[job],
         queue_name=settings.redis.queue_name,
         redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),

@@ -1,21 +1,31 @@
 """Under ``mnemo up`` the worker shares the gateway's process: the gateway marks the chats in
-flight, and the worker then runs one job at a time, catching up when no chat is in flight."""
+flight, and the worker then starts a job only when every running one waits (on its LLM, its turn
+or its user's lock), going full width when no chat is in flight."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
+import httpx
 import openai
 from arq.connections import RedisSettings
 
 from mnemo.config import Settings
 from mnemo.runtime import Core
 from tests.conftest import wait_until
+from tests.support.ledger import thread_tally
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
 from workers.settings import ResilientWorker, build_worker
+
+BUSY_HEADERS = {"X-Mnemo-User-Id": "busy", "X-Mnemo-Memory": "off"}
+
+
+def user_message(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
 
 
 def test_a_streaming_chat_counts_as_in_flight_until_its_stream_ends(
@@ -48,22 +58,71 @@ def in_process_worker(settings: Settings) -> tuple[ResilientWorker, Core]:
     return cast(ResilientWorker, build_worker(settings, RedisSettings(), core=core)), core
 
 
-async def test_while_chats_are_in_flight_the_worker_starts_one_job_at_a_time(
+async def test_while_chats_are_in_flight_the_worker_starts_a_job_only_when_every_running_one_waits(
     make_settings: Callable[..., Settings],
 ) -> None:
     worker, core = in_process_worker(make_settings(extraction="raw"))
+    waits = worker._waits
     full_batch = worker.queue_read_limit
 
     with core.activity.chat():
         worker._yield_to_chats()
         assert (worker.queue_read_limit, worker.allow_pick_jobs) == (1, True)
-        worker.job_counter = 1  # one job running: no other starts until the chats are done
+        worker.job_counter = 1  # one job running on the CPU: no other starts until the chats are done
         worker._yield_to_chats()
         assert worker.allow_pick_jobs is False
+        with waits.wait():  # ... until it waits on its LLM: then one more may start
+            worker._yield_to_chats()
+            # Running jobs stay at the head of the queue: the read reaches one past them.
+            assert (worker.queue_read_limit, worker.allow_pick_jobs) == (2, True)
 
     worker._yield_to_chats()
     assert (worker.queue_read_limit, worker.allow_pick_jobs) == (full_batch, True)
     assert full_batch > 1
+
+
+def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream
+) -> None:
+    """A gateway with steady traffic always has a chat in flight. Jobs waiting on their LLM hold
+    no CPU, so they must not stop other jobs from starting: one job at a time would apply one
+    exchange per LLM round trip."""
+    upstream.json_delay_s = 0.3
+    # One stream of up to a minute (the reply echoes 1,200 words), so no poll finds the gateway idle.
+    upstream.chunks, upstream.chunk_delay_s = 1200, 0.05
+    mnemo = MnemoThread(make_settings()).start()
+    busy, stop = threading.Event(), threading.Event()
+    sent: dict[str, str] = {}
+
+    def keep_a_chat_in_flight() -> None:
+        client = openai.OpenAI(base_url=mnemo.url + "/v1", api_key="sk-x", default_headers=BUSY_HEADERS)
+        long_message = user_message(" ".join(["hi"] * 1200))
+        with client.chat.completions.create(model="m", messages=long_message, stream=True) as stream:
+            for _ in stream:
+                busy.set()
+                if stop.is_set():
+                    return
+
+    chats = threading.Thread(target=keep_a_chat_in_flight)
+    try:
+        chats.start()
+        assert busy.wait(10)
+        with httpx.Client(base_url=mnemo.url, timeout=30) as api:
+            for i in range(8):
+                user = f"rider-{i}"
+                response = api.post(
+                    "/v1/chat/completions",
+                    json={"model": "m", "messages": user_message(f"I own {i + 2} red bikes")},
+                    headers={"X-Mnemo-User-Id": user},
+                )
+                sent[response.headers["x-mnemo-request-id"]] = user
+        wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
+        assert mnemo.core.activity.busy  # the chats never stopped
+    finally:
+        stop.set()
+        chats.join(30)
+        mnemo.stop()
+    assert upstream.json_peak > 1
 
 
 async def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:

@@ -35,7 +35,16 @@ from mnemo.queue import (
 )
 from tests.conftest import REDIS_URL
 from workers import ordering
-from workers.ordering import QueuePlace, TurnSignals, applied_sequence, mark_applied, take_turn, wait_for_turn
+from workers.ordering import (
+    Ledger,
+    QueuePlace,
+    TurnSignals,
+    applied_sequence,
+    mark_applied,
+    take_turn,
+    turn_has_come,
+    wait_for_turn,
+)
 
 
 @pytest.fixture
@@ -156,6 +165,27 @@ async def test_a_replayed_old_job_moves_neither_the_number_nor_its_time(redis: A
 
     assert await applied_sequence(redis, user) == 5
     assert await redis.get(APPLIED_AT_KEY.format(user_id=user)) == moved_at
+
+
+async def test_the_ledger_is_written_with_the_number_it_advances_even_for_an_unnumbered_job(redis: Any) -> None:
+    user = fresh_user()
+    numbered, unnumbered = f"mnemo:applied:{uuid.uuid4().hex}", f"mnemo:applied:{uuid.uuid4().hex}"
+
+    await mark_applied(redis, exchange(user, 1), ledger=Ledger(numbered, 600))
+    await mark_applied(redis, exchange(user, 1).model_copy(update={"sequence": None}), ledger=Ledger(unnumbered, 600))
+
+    assert await applied_sequence(redis, user) == 1
+    for key in (numbered, unnumbered):
+        assert await redis.get(key) == b"1"
+        assert 0 < await redis.ttl(key) <= 600
+    await redis.delete(numbered, unnumbered)
+
+
+def test_a_turn_has_come_once_the_predecessor_is_applied_or_when_the_job_has_no_number() -> None:
+    assert turn_has_come(exchange("u", 1), 0)
+    assert turn_has_come(exchange("u", 3), 2) and turn_has_come(exchange("u", 3), 7)
+    assert not turn_has_come(exchange("u", 3), 1)
+    assert turn_has_come(exchange("u", 3).model_copy(update={"sequence": None}), 0)
 
 
 async def test_one_users_exchanges_from_two_gateways_queue_in_number_order_and_each_number_names_its_job(

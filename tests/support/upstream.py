@@ -85,6 +85,9 @@ class ScriptedUpstream:
     malformed_llm_answers: int = 0
     open_streams: int = 0
     json_delay_s: float = 0.0  # extraction and decision answers wait this long (slow jobs)
+    json_in_flight: int = 0
+    json_peak: int = 0  # the most extraction and decision calls answered at once
+    set_cookie: str | None = None  # a Set-Cookie header on every chat reply
 
     def reset(self) -> None:
         self.requests.clear()
@@ -93,6 +96,8 @@ class ScriptedUpstream:
         self.extract = clause_facts
         self.malformed_llm_answers = 0
         self.json_delay_s = 0.0
+        self.json_in_flight = self.json_peak = 0
+        self.set_cookie = None
         self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
 
     def of_task(self, task: str) -> list[Recorded]:
@@ -129,17 +134,23 @@ class ScriptedUpstream:
             error = failure.body or json.dumps({"error": {"message": f"scripted {failure.status}", "type": "scripted"}})
             return Response(error, status_code=failure.status, media_type="application/json")
         if recorded.task != "chat":
-            if self.json_delay_s:
-                await asyncio.sleep(self.json_delay_s)
+            self.json_in_flight += 1
+            self.json_peak = max(self.json_peak, self.json_in_flight)
+            try:
+                if self.json_delay_s:
+                    await asyncio.sleep(self.json_delay_s)
+            finally:
+                self.json_in_flight -= 1
             return self.json_answer(recorded)
         text = self.reply_for(body)
         if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
             text = json.dumps({"reply": text})  # JSON mode: the same echo, as an object
         if body.get("stream") and body.get("tools"):
             return StreamingResponse(tool_call_stream(body, self.chunks), media_type="text/event-stream")
+        cookie = {"set-cookie": self.set_cookie} if self.set_cookie else None
         if body.get("stream"):
-            return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream")
-        return JSONResponse(completion(body, text))
+            return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream", headers=cookie)
+        return JSONResponse(completion(body, text), headers=cookie)
 
     def reply_for(self, body: dict[str, Any]) -> str:
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
