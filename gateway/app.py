@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TypedDict
 
 import httpx
@@ -74,7 +75,12 @@ async def build_services(
 ) -> Services:
     timeout = httpx.Timeout(settings.server.upstream_timeout_s, connect=settings.server.upstream_connect_timeout_s)
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False))
+    # One client serves every user, so it keeps no cookies: one user's upstream session must
+    # never go out with another user's request.
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, cookies=no_cookies)
+    )
     if core is None:
         core = await open_core(settings)
         stack.push_async_callback(core.close)

@@ -185,6 +185,23 @@ def test_configured_key_replaces_the_client_bearer(mnemo: MnemoThread, upstream:
     assert upstream.of_task("chat")[0].headers["authorization"] == "Bearer sk-test"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_cookie_set_by_the_upstream_is_never_sent_with_another_request(
+    mnemo: MnemoThread, upstream: ScriptedUpstream, stream: bool
+) -> None:
+    """One HTTP client serves every user: a cookie it kept from one user's reply (a session of an
+    auth proxy in front of the model, say) would go out with the next user's request."""
+    upstream.set_cookie = "session=alice-only; Path=/"
+    for user in (new_user(), new_user()):
+        reply = sync_client(mnemo, user).chat.completions.create(
+            model="gpt-test", messages=user_message("hi"), stream=stream
+        )
+        if stream:
+            list(reply)
+    first, second = upstream.of_task("chat")
+    assert "cookie" not in first.headers and "cookie" not in second.headers
+
+
 # --- Mnemos with their own model table (kept last: each one restarts Mnemo) -----------------
 
 
