@@ -72,6 +72,9 @@ class Upstream:
         if request.get("stream"):
             await self.stream(send, model)
         else:
+            # A model takes as long to write a reply whole as to stream it.
+            if generation_s := self.script.first_chunk_s + self.script.chunk_s * (self.script.chunks - 1):
+                await asyncio.sleep(generation_s)
             await self.respond(send, 200, completion(model))
 
     async def respond(self, send: Any, status: int, payload: bytes) -> None:
