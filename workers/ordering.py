@@ -152,6 +152,12 @@ async def predecessor_coming(redis: Any, exchange: Exchange, place: QueuePlace) 
     return bool(found)
 
 
+def turn_has_come(exchange: Exchange, applied: int) -> bool:
+    """Whether every earlier exchange of the user is applied, given the user's applied number
+    (it never moves back, so a number read earlier that is high enough stays true)."""
+    return exchange.sequence is None or applied >= exchange.sequence - 1
+
+
 async def wait_for_turn(
     redis: Any,
     exchange: Exchange,
@@ -169,7 +175,7 @@ async def wait_for_turn(
     idle_looks = 0
     while True:
         with signals.watching(user_id, predecessor) if signals is not None else contextlib.nullcontext() as applied:
-            if await applied_sequence(redis, user_id) >= predecessor:
+            if turn_has_come(exchange, await applied_sequence(redis, user_id)):
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -233,12 +239,6 @@ class Ledger:
     ttl_s: int
 
 
-def turn_has_come(exchange: Exchange, applied: int) -> bool:
-    """Whether every earlier exchange of the user is applied, given the user's applied number
-    (it never moves back, so a number read earlier that is high enough stays true)."""
-    return exchange.sequence is None or applied >= exchange.sequence - 1
-
-
 async def mark_applied(
     redis: Any, exchange: Exchange, signals: TurnSignals | None = None, ledger: Ledger | None = None
 ) -> None:
@@ -253,9 +253,10 @@ async def mark_applied(
         APPLIED_AT_KEY.format(user_id=user_id),
         SEQUENCE_JOBS_KEY.format(user_id=user_id),
     ]
+    ttl = 0
     if ledger is not None:
         keys.append(ledger.key)
-    ttl = ledger.ttl_s if ledger is not None else 0
+        ttl = ledger.ttl_s
     await redis.eval(ADVANCE_SCRIPT, len(keys), *keys, exchange.sequence, time.time(), ttl)
     if signals is not None:
         signals.notify(user_id, exchange.sequence)
