@@ -4,6 +4,7 @@ nothing is read at import time)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from typing import Any
@@ -54,6 +55,7 @@ class ResilientWorker(Worker):
         self._activity = activity
         self._waits = waits or JobWaits()
         self._read_limit = self.queue_read_limit
+        self._job_ended = asyncio.Event()
 
     def _yield_to_chats(self) -> None:
         """Sharing the gateway's process (``mnemo up``), while chats are in flight start a job
@@ -70,15 +72,38 @@ class ResilientWorker(Worker):
         self.allow_pick_jobs = not busy or self.job_counter <= self._waits.waiting
 
     async def _poll_iteration(self) -> None:
-        self._yield_to_chats()
         try:
-            await super()._poll_iteration()
+            due = asyncio.get_running_loop().time() + self.poll_delay_s
+            await self._poll_once()
+            await self._refill_until(due)
         except LOST_REDIS as exc:
             self._redis_backoff_s = min(MAX_REDIS_BACKOFF_S, max(0.1, self._redis_backoff_s * 2))
             logger.warning("worker lost redis (%s); polling again in %.1fs", exc, self._redis_backoff_s)
             await asyncio.sleep(self._redis_backoff_s)
         else:
             self._redis_backoff_s = 0.0
+
+    async def _poll_once(self) -> None:
+        self._job_ended.clear()  # a job ending from here on makes room for another (_refill_until)
+        self._yield_to_chats()
+        await super()._poll_iteration()
+
+    async def _refill_until(self, due: float) -> None:
+        """While chats are in flight, jobs on the CPU start one at a time. Left to the next poll,
+        each would wait for it: one job per poll (20 a second), below what a gateway with
+        steady traffic records in raw mode, so the backlog would grow for as long as the traffic
+        lasts. Until the next poll is due, a job that ends makes room for the next one at once."""
+        loop = asyncio.get_running_loop()
+        while self._activity is not None and self._activity.busy and self.job_counter > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_ended.wait(), due - loop.time())
+            if not self._job_ended.is_set():
+                return  # the poll is due: arq's loop goes on at once
+            await self._poll_once()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._job_ended.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:

@@ -5,12 +5,14 @@ or its user's lock), going full width when no chat is in flight."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, cast
 
 import httpx
 import openai
+import pytest
 from arq.connections import RedisSettings
 
 from mnemo.config import Settings
@@ -81,18 +83,11 @@ async def test_while_chats_are_in_flight_the_worker_starts_a_job_only_when_every
     assert full_batch > 1
 
 
-def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
-    make_settings: Callable[..., Settings], upstream: ScriptedUpstream
-) -> None:
-    """A gateway with steady traffic always has a chat in flight. Jobs waiting on their LLM hold
-    no CPU, so they must not stop other jobs from starting: one job at a time would apply one
-    exchange per LLM round trip."""
-    upstream.json_delay_s = 0.3
-    # One stream of up to a minute (the reply echoes 1,200 words), so no poll finds the gateway idle.
+@contextmanager
+def a_chat_always_in_flight(mnemo: MnemoThread, upstream: ScriptedUpstream) -> Iterator[None]:
+    """One stream of up to a minute (the reply echoes 1,200 words), so no poll finds the gateway idle."""
     upstream.chunks, upstream.chunk_delay_s = 1200, 0.05
-    mnemo = MnemoThread(make_settings()).start()
     busy, stop = threading.Event(), threading.Event()
-    sent: dict[str, str] = {}
 
     def keep_a_chat_in_flight() -> None:
         client = openai.OpenAI(base_url=mnemo.url + "/v1", api_key="sk-x", default_headers=BUSY_HEADERS)
@@ -104,25 +99,80 @@ def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
                     return
 
     chats = threading.Thread(target=keep_a_chat_in_flight)
+    chats.start()
     try:
-        chats.start()
         assert busy.wait(10)
-        with httpx.Client(base_url=mnemo.url, timeout=30) as api:
-            for i in range(8):
-                user = f"rider-{i}"
-                response = api.post(
-                    "/v1/chat/completions",
-                    json={"model": "m", "messages": user_message(f"I own {i + 2} red bikes")},
-                    headers={"X-Mnemo-User-Id": user},
-                )
-                sent[response.headers["x-mnemo-request-id"]] = user
-        wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
-        assert mnemo.core.activity.busy  # the chats never stopped
+        yield
+        assert mnemo.core.activity.busy  # the chat never stopped
     finally:
         stop.set()
         chats.join(30)
+
+
+def send_exchanges(mnemo: MnemoThread, count: int) -> dict[str, str]:
+    """One chat each for ``count`` users; the request ids they were recorded under, to each user."""
+    sent: dict[str, str] = {}
+    with httpx.Client(base_url=mnemo.url, timeout=30) as api:
+        for i in range(count):
+            user = f"rider-{i}"
+            response = api.post(
+                "/v1/chat/completions",
+                json={"model": "m", "messages": user_message(f"I own {i + 2} red bikes")},
+                headers={"X-Mnemo-User-Id": user},
+            )
+            sent[response.headers["x-mnemo-request-id"]] = user
+    return sent
+
+
+def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream
+) -> None:
+    """A gateway with steady traffic always has a chat in flight. Jobs waiting on their LLM hold
+    no CPU, so they must not stop other jobs from starting: one job at a time would apply one
+    exchange per LLM round trip."""
+    upstream.json_delay_s = 0.3
+    mnemo = MnemoThread(make_settings()).start()
+    try:
+        with a_chat_always_in_flight(mnemo, upstream):
+            sent = send_exchanges(mnemo, 8)
+            wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
+    finally:
         mnemo.stop()
     assert upstream.json_peak > 1
+
+
+def test_raw_jobs_follow_each_other_without_waiting_for_a_poll_while_a_chat_is_always_in_flight(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw jobs use the CPU, so while chats are in flight they run one at a time. Had each one
+    waited for the next poll (every 50 ms), a gateway with steady traffic would apply 20
+    exchanges a second however fast the jobs are, and a backlog would grow for as long as the
+    traffic lasted: a job that ends makes room for the next one at once."""
+    started_by_poll: list[int] = []
+    started = 0
+    run_job, poll_iteration = ResilientWorker.run_job, ResilientWorker._poll_iteration
+
+    def counted_run_job(worker: ResilientWorker, job_id: str, score: int) -> Coroutine[Any, Any, None]:
+        nonlocal started
+        started += 1  # counted when arq claims the job and makes its task, not when the task runs
+        return run_job(worker, job_id, score)
+
+    async def counted_poll_iteration(worker: ResilientWorker) -> None:
+        before = started
+        await poll_iteration(worker)
+        started_by_poll.append(started - before)
+
+    monkeypatch.setattr(ResilientWorker, "run_job", counted_run_job)
+    monkeypatch.setattr(ResilientWorker, "_poll_iteration", counted_poll_iteration)
+    mnemo = MnemoThread(make_settings(extraction="raw")).start()
+    try:
+        with a_chat_always_in_flight(mnemo, upstream):
+            sent = send_exchanges(mnemo, 20)
+            wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
+    finally:
+        mnemo.stop()
+    assert started >= len(sent)
+    assert max(started_by_poll) > 1  # each job waiting for its own poll gives exactly 1
 
 
 async def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:
