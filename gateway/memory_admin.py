@@ -142,6 +142,17 @@ async def drop_failed_jobs(redis: ArqRedis, user_id: str) -> int:
     return dropped
 
 
+async def rewrite_append_only_file(redis: ArqRedis) -> None:
+    """A Redis logging its writes to an append-only file (the embedded one does) keeps the
+    erased exchanges' original writes there until it rewrites the file: start that now."""
+    try:
+        config = await redis.config_get("appendonly")
+        if set(config.values()) & {"yes", b"yes"}:
+            await redis.bgrewriteaof()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except RedisError as exc:  # a managed Redis may refuse CONFIG or BGREWRITEAOF
+        logger.warning("could not rewrite redis's append-only file after an erasure: %s", exc)
+
+
 async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
     try:
         redis = await services.queue.pool()
@@ -152,6 +163,7 @@ async def purge_redis(services: Services, user_id: str) -> tuple[int, int]:
         await drop_request_notes(redis, user_id)
         keys = (SEQUENCE_KEY, APPLIED_SEQUENCE_KEY, APPLIED_AT_KEY, SEQUENCE_JOBS_KEY, SEQUENCE_SCORE_KEY)
         await redis.delete(*(key.format(user_id=user_id) for key in keys))
+        await rewrite_append_only_file(redis)
     except (QueueError, RedisError, OSError) as exc:
         raise GatewayError(
             503, "redis is unavailable; nothing was erased, retry later", type="server_error", code="queue_unavailable"

@@ -1,7 +1,8 @@
 """A durable local outbox for exchanges the queue could not take (Redis down or slow).
 
 SQLite in the data directory, WAL with synchronous=FULL, so an exchange written here
-survives a crash or restart of the gateway. It is bounded: past ``max_items`` new
+survives a crash or restart of the gateway. Erasing a user leaves none of their text in the
+files (``secure_delete``, then a WAL checkpoint). It is bounded: past ``max_items`` new
 exchanges are refused (and counted) instead of filling the disk. Rows leave in arrival
 order, once Redis has accepted them.
 
@@ -33,6 +34,9 @@ class Outbox:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # A deleted row's bytes are zeroed, not left in a free page: an erased user's text must
+        # not stay in the file (see delete_user).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS outbox ("
             " row INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT UNIQUE NOT NULL,"
@@ -66,6 +70,10 @@ class Outbox:
         """Erasure: drop every kept exchange of a user."""
         removed = self._db.execute("DELETE FROM outbox WHERE user_id = ?", (user_id,)).rowcount
         self._count -= removed
+        if removed:
+            # The rows' original frames stay in the WAL until a checkpoint: write the zeroed
+            # pages back and empty it.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(removed)
 
     def close(self) -> None:

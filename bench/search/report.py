@@ -104,6 +104,7 @@ def build(
         "setup": setup,
         "embed_texts_per_s": measured["embed_texts_per_s"],
         "embedders": measured.get("embedders", []),
+        "one_user": measured.get("one_user", []),
         "summary": summary,
         "goals": goals(summary, measured),
         "raw": measured["rows"],
@@ -152,6 +153,22 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {variant['activations']} | {variant['query_ms']['p50']} | {variant['query_ms']['p99']} | "
                 f"{variant['stored_texts_per_s']} |"
+            )
+    if result.get("one_user"):
+        lines += [
+            "",
+            "## One user holding many memories (embedded store)",
+            "",
+            "Qdrant Edge searches one user's memories without a vector index (the store is never optimised), "
+            "so the search time grows with what that user holds.",
+            "",
+            "| one user's memories | search p50 | search p99 | dense-only search p50 | embed+search p50 | queries |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in result["one_user"]:
+            lines.append(
+                f"| {row['size']:,} | {row['search_ms']['p50']} | {row['search_ms']['p99']} | "
+                f"{row['dense_only_search_ms']['p50']} | {row['end_to_end_ms']['p50']} | {row['search_ms']['n']} |"
             )
     lines += ["", "## Goals", "", "| goal | memories | Mnemo | Mem0 | ratio | met |", "|---|---|---|---|---|---|"]
     for check in result["goals"]:

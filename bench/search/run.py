@@ -39,6 +39,7 @@ logger = logging.getLogger("bench.search")
 BENCH = Path(__file__).resolve().parents[1]
 CACHE = BENCH / ".cache"
 USERS = 1000
+ONE_USER = "one-user"
 LIMIT = 10
 EMBED_BATCH = 64
 
@@ -204,9 +205,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             local_queries = [pick_queries(corpus, args.local_queries, seed=size + 99, offset=10**6)]
             rows.append(await measure_mnemo("qdrant-local", size, corpus, vectors, local_queries, embedder))
         results += rows
+    one_user = await measure_one_user(everything, all_vectors, args.one_user_sizes, args.local_queries, embedder)
     await embedder.close()
     variants = [await embedder_variant(activations, queries[0]) for activations in ("int8", "float32")]
-    return {"embed_texts_per_s": throughput, "rows": results, "embedders": variants}
+    return {"embed_texts_per_s": throughput, "rows": results, "embedders": variants, "one_user": one_user}
+
+
+async def measure_one_user(
+    everything: list[facts.Fact], vectors: Vectors, sizes: list[int], count: int, embedder: LocalOnnxEmbedder
+) -> list[dict[str, Any]]:
+    """One user holding more and more memories, in the embedded store: it searches a user's
+    memories without a vector index (it is never optimised), so the time grows with them."""
+    identity = StoreIdentity(embedder.model_id, embedder.dimension)
+    corpus = [facts.Fact(ONE_USER, fact.text, fact.question) for fact in everything]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-search-one-user-") as tmp:
+        store = await mnemo_store("edge", Path(tmp), identity)
+        try:
+            held = 0
+            for size in sorted(size for size in sizes if size <= len(corpus)):
+                await ingest(store, memories_of(corpus[held:size]), vectors[held:size])
+                held = size
+                queries = pick_queries(corpus[:size], count, seed=size, offset=2 * 10**6 + size)
+                rows.append({"size": size, **await search_pass(store, embedder, queries)})
+                logger.info("one user holding %d: %s", size, rows[-1]["search_ms"])
+        finally:
+            await store.close()
+    return rows
 
 
 async def embedder_variant(activations: Literal["int8", "float32"], queries: list[tuple[str, str]]) -> dict[str, Any]:
@@ -238,12 +263,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--local-queries", type=int, default=100)
     parser.add_argument("--add-sample", type=int, default=200, help="Mem0 adds timed one by one (infer=False)")
     parser.add_argument("--embed-sample", type=int, default=2000)
+    parser.add_argument("--one-user-sizes", type=int, nargs="*", default=[1000, 5000, 20_000])
     parser.add_argument("--quick", action="store_true", help="smoke test: 2k memories, 50 queries")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.mem0_sizes, args.local_sizes = [2000], [2000], [2000]
         args.queries, args.local_queries, args.add_sample, args.embed_sample, args.rounds = 50, 20, 20, 200, 1
+        args.one_user_sizes = [500, 2000]
     return args
 
 

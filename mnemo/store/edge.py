@@ -5,12 +5,16 @@ queries, so they run directly on the event loop. Durability comes from the shard
 ``update`` returns, the change is in the mmapped WAL (the OS page cache, no fsync), so it
 survives a crash or ``kill -9`` of the process. ``flush`` (msync + fsync, ~5 ms) is what
 guards against power loss; it would cost ~60x an upsert, so it runs on close only.
-``optimize`` (a blocking HNSW build) is never called: filtered search is fast without it.
+``optimize`` (a blocking HNSW build) is never called: filtered search is fast without it, and it
+holds the GIL for its whole run. Erasing rebuilds a shard without the erased points instead
+(``mnemo.store.edge_compaction``), so their text leaves the disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +27,7 @@ import qdrant_edge as qe
 
 from mnemo.errors import StoreError
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
+from mnemo.store import edge_compaction as compaction
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
@@ -64,6 +69,16 @@ def _event_indexes() -> dict[str, qe.PayloadSchemaParams]:
     return {"user_id": _keyword(is_tenant=True), "memory_id": _keyword(), "created_ts": qe.FloatIndexParams()}
 
 
+def _prepare_shard(name: str, shard: qe.EdgeShard) -> None:
+    """Payload indexes, and for memories the keyword vector: on a new shard, or new ones on an
+    old shard after an upgrade (creating an existing one is a cheap no-op)."""
+    for field, schema in (_memory_indexes() if name == "memories" else _event_indexes()).items():
+        shard.update(qe.UpdateOperation.create_field_index(field, schema))
+    if name == "memories":
+        index_keywords(shard)
+        hash_texts(shard)
+
+
 # The shard's search pool runs per-segment reads in parallel, and a shard that is never
 # optimised holds one segment, so a pool only adds hand-offs between threads: one thread took a
 # search from 2.0 to 0.6-0.9 ms of CPU on a 2-vCPU host, at the same or better latency.
@@ -77,28 +92,40 @@ class EdgeMemoryStore:
         self._dir = path / collection
         self._identity = identity
         self._options = options or HybridOptions()
-        self._memories_shard: qe.EdgeShard | None = None
-        self._events_shard: qe.EdgeShard | None = None
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._paths: dict[str, Path] = {}  # each shard's current directory (see edge_compaction)
+        dense = qe.EdgeVectorParams(size=identity.dimension, distance=qe.Distance.Cosine)
+        # Events need no vector; a constant 1-d one keeps the shard a plain point store.
+        self._vectors: dict[str, qe.EdgeVectorParams | dict[str, qe.EdgeVectorParams]] = {
+            "memories": {pl.DENSE_VECTOR: dense},
+            "events": qe.EdgeVectorParams(1, qe.Distance.Dot),
+        }
+        # While a shard is rebuilt, the writes it takes are also kept here, to replay on its copy.
+        self._replays: dict[str, list[qe.UpdateOperation]] = {}
+        self._erasures = 0
+        self._compaction: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._check_identity()
-        dense = qe.EdgeVectorParams(size=self._identity.dimension, distance=qe.Distance.Cosine)
-        memories = self._load_shard("memories", {pl.DENSE_VECTOR: dense})
+        current = compaction.current_directories(self._dir)
         try:
-            # Events need no vector; a constant 1-d one keeps the shard a plain point store.
-            events = self._load_shard("events", qe.EdgeVectorParams(1, qe.Distance.Dot))
+            for name in self._vectors:
+                path = self._dir / current.get(name, name)
+                for leftover in compaction.leftovers(self._dir, name, path.name):
+                    compaction.remove(leftover)
+                self._shards[name], self._paths[name] = self._load_shard(name, path), path
         except StoreError:
-            memories.close()
+            for shard in self._shards.values():
+                shard.close()
+            self._shards = {}
             raise
-        self._memories_shard, self._events_shard = memories, events
         with edge_errors("index creation"):
-            # Creating an existing index is a cheap no-op, so new indexes reach old shards on upgrade.
-            for shard, indexes in ((memories, _memory_indexes()), (events, _event_indexes())):
-                for field, schema in indexes.items():
-                    shard.update(qe.UpdateOperation.create_field_index(field, schema))
-            index_keywords(memories)
-            hash_texts(memories)
+            for name, shard in self._shards.items():
+                _prepare_shard(name, shard)
+        if (self._dir / compaction.PENDING_MARKER).exists():
+            logger.info("an erasure had not reached the disk before the store closed; rebuilding the store now")
+            self._start_compaction()
 
     def _check_identity(self) -> None:
         record_path = self._dir / IDENTITY_FILE
@@ -113,10 +140,9 @@ class EdgeMemoryStore:
         tmp.write_text(json.dumps(pl.identity_record(self._identity)), encoding="utf-8")
         os.replace(tmp, record_path)
 
-    def _load_shard(self, name: str, vectors: qe.EdgeVectorParams | dict[str, qe.EdgeVectorParams]) -> qe.EdgeShard:
-        path = self._dir / name
+    def _load_shard(self, name: str, path: Path) -> qe.EdgeShard:
         path.mkdir(exist_ok=True)
-        config = qe.EdgeConfig(vectors=vectors, max_search_threads=SEARCH_THREADS)
+        config = qe.EdgeConfig(vectors=self._vectors[name], max_search_threads=SEARCH_THREADS)
         try:
             # With a config, load creates the shard in an empty directory and checks compatibility otherwise.
             return qe.EdgeShard.load(str(path), config)
@@ -129,8 +155,14 @@ class EdgeMemoryStore:
             raise StoreError(f"cannot open qdrant-edge shard {path}: {exc}") from exc
 
     async def close(self) -> None:
-        shards = [shard for shard in (self._memories_shard, self._events_shard) if shard is not None]
-        self._memories_shard = self._events_shard = None
+        if self._compaction is not None:
+            # An interrupted rebuild leaves the old shard whole and the marker in place: the
+            # next open rebuilds again.
+            self._compaction.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compaction
+            self._compaction = None
+        shards, self._shards = list(self._shards.values()), {}
         for shard in shards:
             with edge_errors("close"):
                 try:
@@ -138,17 +170,83 @@ class EdgeMemoryStore:
                 finally:
                     shard.close()
 
+    def _shard(self, name: str) -> qe.EdgeShard:
+        shard = self._shards.get(name)
+        if shard is None:
+            raise StoreError("the memory store is not open")
+        return shard
+
     @property
     def _memories(self) -> qe.EdgeShard:
-        if self._memories_shard is None:
-            raise StoreError("the memory store is not open")
-        return self._memories_shard
+        return self._shard("memories")
 
     @property
     def _events(self) -> qe.EdgeShard:
-        if self._events_shard is None:
-            raise StoreError("the memory store is not open")
-        return self._events_shard
+        return self._shard("events")
+
+    def _update(self, name: str, operation: qe.UpdateOperation) -> None:
+        self._shard(name).update(operation)
+        replay = self._replays.get(name)
+        if replay is not None:
+            replay.append(operation)
+
+    async def wait_for_erasures(self) -> None:
+        """Until the erasures made so far have reached the disk (or their rebuild failed)."""
+        while self._compaction is not None and not self._compaction.done():
+            await asyncio.shield(self._compaction)
+
+    def _start_compaction(self) -> None:
+        """Rebuild the shards without their erased points, in the background (after any rebuild
+        already running, as it may have copied them before they were erased)."""
+        self._erasures += 1
+        marker = self._dir / compaction.PENDING_MARKER
+        if not marker.exists():
+            marker.write_bytes(b"")
+        if self._compaction is None or self._compaction.done():
+            self._compaction = asyncio.get_running_loop().create_task(self._compact())
+
+    async def _compact(self) -> None:
+        while True:
+            erasures = self._erasures
+            try:
+                for name in self._vectors:
+                    await self._rebuild(name)
+            except (StoreError, OSError):
+                logger.exception("could not rebuild the store after an erasure; the next open tries again")
+                return
+            if erasures == self._erasures:
+                (self._dir / compaction.PENDING_MARKER).unlink(missing_ok=True)
+                return
+
+    async def _rebuild(self, name: str) -> None:
+        old, old_path = self._shard(name), self._paths[name]
+        new_path = self._dir / compaction.new_directory_name(name)
+        new = self._load_shard(name, new_path)
+        # Writes go on into the old shard meanwhile; each is replayed on the copy, in order (upserts,
+        # payload updates, insert-only events and deletions all give the same result applied twice).
+        replay: list[qe.UpdateOperation] = []
+        self._replays[name] = replay
+        try:
+            with edge_errors("rebuild"):
+                _prepare_shard(name, new)
+                copied = await compaction.copy_live_points(old, new)
+            await asyncio.to_thread(compaction.fsync_tree, new_path)
+            # No await from here until the new shard is the store's: no write can come in between.
+            with edge_errors("rebuild"):
+                for operation in replay:
+                    new.update(operation)
+            compaction.set_current_directory(self._dir, name, new_path.name)
+        except BaseException:
+            new.close()
+            compaction.remove(new_path)
+            raise
+        finally:
+            del self._replays[name]
+        self._shards[name], self._paths[name] = new, new_path
+        with edge_errors("rebuild"):
+            old.close()
+        await asyncio.to_thread(compaction.remove, old_path)
+        logger.info("rebuilt the %s shard without its erased points (%d kept)", name, copied)
 
     async def ping(self) -> None:
         with edge_errors("ping"):
@@ -166,7 +264,7 @@ class EdgeMemoryStore:
             points.append(qe.Point(pl.point_id(memory.id), vectors_of, pl.memory_payload(memory)))
         if points:
             with edge_errors("upsert"):
-                self._memories.update(qe.UpdateOperation.upsert_points(points))
+                self._update("memories", qe.UpdateOperation.upsert_points(points))
 
     async def invalidate(self, memory_id: str, invalid_at: datetime, superseded_by: str | None) -> None:
         pid = pl.point_id(memory_id)
@@ -174,8 +272,8 @@ class EdgeMemoryStore:
             # A memory erased while a job was in flight is gone for good: nothing to invalidate.
             if not self._memories.retrieve([pid], False, False):
                 return
-            self._memories.update(
-                qe.UpdateOperation.set_payload([pid], pl.invalidation_payload(invalid_at, superseded_by))
+            self._update(
+                "memories", qe.UpdateOperation.set_payload([pid], pl.invalidation_payload(invalid_at, superseded_by))
             )
 
     async def get(self, memory_id: str) -> Memory | None:
@@ -217,7 +315,7 @@ class EdgeMemoryStore:
         if points:
             with edge_errors("add_events"):
                 # Insert-only: a retried job re-adding an event never rewrites history.
-                self._events.update(qe.UpdateOperation.upsert_points(points, update_mode=qe.UpdateMode.InsertOnly))
+                self._update("events", qe.UpdateOperation.upsert_points(points, update_mode=qe.UpdateMode.InsertOnly))
 
     async def list_events(self, user_id: str, *, memory_id: str | None = None) -> list[MemoryEvent]:
         found = filter_scroll(self._events, edge_filter(pl.user_conditions(user_id, memory_id)))
@@ -227,18 +325,21 @@ class EdgeMemoryStore:
         user = edge_filter(pl.user_conditions(user_id))
         counts = []
         with edge_errors("delete_user"):
-            for shard in (self._memories, self._events):
-                counts.append(shard.count(qe.CountRequest(exact=True, filter=user)))
-                shard.update(qe.UpdateOperation.delete_points_by_filter(user))
+            for name in ("memories", "events"):
+                counts.append(self._shard(name).count(qe.CountRequest(exact=True, filter=user)))
+                self._update(name, qe.UpdateOperation.delete_points_by_filter(user))
         logger.info("erased user: %d memories, %d events", counts[0], counts[1])
+        if any(counts):
+            self._start_compaction()
         return counts[0], counts[1]
 
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
         if memory_ids:
             their_events = edge_filter([pl.MatchAnyOf("memory_id", tuple(memory_ids))])
             with edge_errors("delete_memories"):
-                self._memories.update(qe.UpdateOperation.delete_points([pl.point_id(i) for i in memory_ids]))
-                self._events.update(qe.UpdateOperation.delete_points_by_filter(their_events))
+                self._update("memories", qe.UpdateOperation.delete_points([pl.point_id(i) for i in memory_ids]))
+                self._update("events", qe.UpdateOperation.delete_points_by_filter(their_events))
+            self._start_compaction()
 
     def _newest(self, conditions: Sequence[pl.Condition], *, limit: int, offset: int) -> list[Memory]:
         request = qe.QueryRequest(

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -14,6 +15,7 @@ from mnemo.embedded_redis import EmbeddedRedis
 from mnemo.models import Scope, utcnow
 from mnemo.queue import Exchange, ExchangeMessage, ExchangeQueue, redis_settings
 from tests.conftest import wait_until
+from tests.support.files import files_holding
 from tests.support.process import MnemoProcess
 from tests.support.upstream import ScriptedUpstream
 
@@ -71,3 +73,30 @@ def test_an_exchange_queued_before_a_restart_is_processed_after_it(
     asyncio.run(enqueue_while_mnemo_is_down())
     erin = mnemo_process.start().client("erin")
     wait_until(lambda: "Miso" in injected(erin, upstream, "What is my cat called?"))
+
+
+def test_erasing_a_user_leaves_none_of_their_words_in_the_data_directory(
+    mnemo_process: MnemoProcess, upstream: ScriptedUpstream
+) -> None:
+    """The store only marks deleted points and Redis logs every write to its append-only file: an
+    erasure must reach both files, not just what the API shows."""
+    data = mnemo_process.settings.data_path
+    mnemo_process.start()
+    for user, said in (("gone", "My passport number is ZQX-81723"), ("stays", "I keep bees on my roof")):
+        mnemo_process.client(user).chat.completions.create(
+            model="any-model", messages=[{"role": "user", "content": said}]
+        )
+    with httpx.Client(base_url=mnemo_process.base_url, timeout=30) as api:
+
+        def remembers(user: str, word: str) -> bool:
+            return word in api.get("/memories", params={"user_id": user}).text
+
+        wait_until(lambda: remembers("gone", "ZQX-81723") and remembers("stays", "bees"))
+        assert files_holding(data, "ZQX-81723")
+
+        assert api.delete("/users/gone").json()["memories"] == 1
+
+    wait_until(lambda: files_holding(data, "ZQX-81723") == [], timeout=30, interval=0.2)
+    assert mnemo_process.stop() == 0
+    assert files_holding(data, "ZQX-81723") == []
+    assert files_holding(data, "bees")
