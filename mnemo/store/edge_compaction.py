@@ -18,6 +18,7 @@ again, so a crash or a restart in the middle delays the erasure but never loses 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -38,7 +39,8 @@ def current_directories(directory: Path) -> dict[str, str]:
 
 
 def set_current_directory(directory: Path, name: str, current: str) -> None:
-    """Atomically, and durably: the shard's data is only reachable through this record."""
+    """Atomically, and durably: the shard's data is only reachable through this record. The
+    rename is the last step that can fail, so a caller seeing an error may delete ``current``."""
     pointers = current_directories(directory) | {name: current}
     tmp = directory / (POINTER_FILE + ".tmp")
     with tmp.open("w", encoding="utf-8") as file:
@@ -46,7 +48,8 @@ def set_current_directory(directory: Path, name: str, current: str) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, directory / POINTER_FILE)
-    _fsync_directory(directory)
+    with contextlib.suppress(OSError):  # the rename stands either way; this only hurries it to disk
+        _fsync_directory(directory)
 
 
 def new_directory_name(name: str) -> str:

@@ -124,6 +124,18 @@ def send_exchanges(mnemo: MnemoThread, count: int) -> dict[str, str]:
     return sent
 
 
+def apply_under_steady_traffic(settings: Settings, upstream: ScriptedUpstream, count: int) -> dict[str, str]:
+    """``count`` exchanges sent while a chat is always in flight; returns once all are stored."""
+    mnemo = MnemoThread(settings).start()
+    try:
+        with a_chat_always_in_flight(mnemo, upstream):
+            sent = send_exchanges(mnemo, count)
+            wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
+    finally:
+        mnemo.stop()
+    return sent
+
+
 def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
     make_settings: Callable[..., Settings], upstream: ScriptedUpstream
 ) -> None:
@@ -131,13 +143,7 @@ def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
     no CPU, so they must not stop other jobs from starting: one job at a time would apply one
     exchange per LLM round trip."""
     upstream.json_delay_s = 0.3
-    mnemo = MnemoThread(make_settings()).start()
-    try:
-        with a_chat_always_in_flight(mnemo, upstream):
-            sent = send_exchanges(mnemo, 8)
-            wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
-    finally:
-        mnemo.stop()
+    apply_under_steady_traffic(make_settings(), upstream, 8)
     assert upstream.json_peak > 1
 
 
@@ -164,13 +170,7 @@ def test_raw_jobs_follow_each_other_without_waiting_for_a_poll_while_a_chat_is_a
 
     monkeypatch.setattr(ResilientWorker, "run_job", counted_run_job)
     monkeypatch.setattr(ResilientWorker, "_poll_iteration", counted_poll_iteration)
-    mnemo = MnemoThread(make_settings(extraction="raw")).start()
-    try:
-        with a_chat_always_in_flight(mnemo, upstream):
-            sent = send_exchanges(mnemo, 20)
-            wait_until(lambda: thread_tally(mnemo, sent).stored == len(sent), timeout=60, interval=0.1)
-    finally:
-        mnemo.stop()
+    sent = apply_under_steady_traffic(make_settings(extraction="raw"), upstream, 20)
     assert started >= len(sent)
     assert max(started_by_poll) > 1  # each job waiting for its own poll gives exactly 1
 
