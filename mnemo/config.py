@@ -215,6 +215,12 @@ class WorkerSettings(_Section):
     retry_base_delay_s: float = Field(
         default=1.0, ge=0, description="First retry delay; doubles on each try (at most 300 s)."
     )
+    catch_up_after_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Under mnemo up, while chats are in flight: how far behind (the wait of the last job started) "
+        "the worker may fall before it runs jobs back to back instead of one per 50 ms poll.",
+    )
 
 
 class TenantSettings(_Section):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from arq import Worker
@@ -49,13 +50,20 @@ class ResilientWorker(Worker):
     _redis_backoff_s = 0.0
 
     def __init__(
-        self, *args: Any, activity: ChatActivity | None = None, waits: JobWaits | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        activity: ChatActivity | None = None,
+        waits: JobWaits | None = None,
+        catch_up_after_s: float = 5.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._activity = activity
         self._waits = waits or JobWaits()
         self._read_limit = self.queue_read_limit
         self._job_ended = asyncio.Event()
+        self._catch_up_after_s = catch_up_after_s
+        self._lag_s = 0.0  # how long the job started last had been due before it started
 
     def _yield_to_chats(self) -> None:
         """Sharing the gateway's process (``mnemo up``), while chats are in flight start a job
@@ -89,17 +97,27 @@ class ResilientWorker(Worker):
         await super()._poll_iteration()
 
     async def _refill_until(self, due: float) -> None:
-        """While chats are in flight, jobs on the CPU start one at a time. Left to the next poll,
-        each would wait for it: one job per poll (20 a second), below what a gateway with
-        steady traffic records in raw mode, so the backlog would grow for as long as the traffic
-        lasts. Until the next poll is due, a job that ends makes room for the next one at once."""
+        """While chats are in flight, jobs on the CPU start one at a time, one per poll: a burst
+        of chats is answered first and its exchanges applied after it. Under steady traffic that
+        is 20 jobs a second, below what a gateway records in raw mode, so the backlog would grow
+        for as long as the traffic lasts. Once the worker is ``catch_up_after_s`` behind, a job
+        that ends makes room for the next one at once, until the next poll is due."""
         loop = asyncio.get_running_loop()
-        while self._activity is not None and self._activity.busy and self.job_counter > 0:
+        while self._catching_up() and self.job_counter > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._job_ended.wait(), due - loop.time())
             if not self._job_ended.is_set():
                 return  # the poll is due: arq's loop goes on at once
             await self._poll_once()
+
+    def _catching_up(self) -> bool:
+        busy = self._activity is not None and self._activity.busy
+        return busy and self._lag_s >= self._catch_up_after_s
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        # A job's score is when it became due (enqueued, or deferred to): the worker's lag.
+        self._lag_s = max(0.0, time.time() - score / 1000)
+        await super().run_job(job_id, score)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -185,6 +203,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
     return ResilientWorker(
         activity=core.activity if core is not None else None,
         waits=waits,
+        catch_up_after_s=settings.worker.catch_up_after_s,
         functions=[job],
         queue_name=settings.redis.queue_name,
         redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),

@@ -5,6 +5,7 @@ or its user's lock), going full width when no chat is in flight."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Any, cast
 import httpx
 import openai
 import pytest
+from arq import Worker
 from arq.connections import RedisSettings
 
 from mnemo.config import Settings
@@ -147,13 +149,13 @@ def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
     assert upstream.json_peak > 1
 
 
-def test_raw_jobs_follow_each_other_without_waiting_for_a_poll_while_a_chat_is_always_in_flight(
+def test_once_behind_raw_jobs_follow_each_other_without_waiting_for_a_poll_while_a_chat_is_always_in_flight(
     make_settings: Callable[..., Settings], upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Raw jobs use the CPU, so while chats are in flight they run one at a time. Had each one
     waited for the next poll (every 50 ms), a gateway with steady traffic would apply 20
     exchanges a second however fast the jobs are, and a backlog would grow for as long as the
-    traffic lasted: a job that ends makes room for the next one at once."""
+    traffic lasted: once the worker is behind, a job that ends makes room for the next one."""
     started_by_poll: list[int] = []
     started = 0
     run_job, poll_iteration = ResilientWorker.run_job, ResilientWorker._poll_iteration
@@ -170,9 +172,38 @@ def test_raw_jobs_follow_each_other_without_waiting_for_a_poll_while_a_chat_is_a
 
     monkeypatch.setattr(ResilientWorker, "run_job", counted_run_job)
     monkeypatch.setattr(ResilientWorker, "_poll_iteration", counted_poll_iteration)
-    sent = apply_under_steady_traffic(make_settings(extraction="raw"), upstream, 20)
+    settings = make_settings(extraction="raw", worker={"catch_up_after_s": 0})  # behind from the first job
+    sent = apply_under_steady_traffic(settings, upstream, 20)
     assert started >= len(sent)
     assert max(started_by_poll) > 1  # each job waiting for its own poll gives exactly 1
+
+
+async def test_while_chats_are_in_flight_jobs_wait_for_a_poll_each_until_the_worker_falls_behind(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A burst of chats is answered first and its exchanges applied after it; only a worker
+    ``catch_up_after_s`` behind (the last job started had been due that long) runs jobs back to back."""
+    worker, core = in_process_worker(make_settings(extraction="raw", worker={"catch_up_after_s": 5}))
+    worker._lag_s = 4.9
+    with core.activity.chat():
+        assert worker._catching_up() is False
+        worker._lag_s = 5.0
+        assert worker._catching_up() is True
+    assert worker._catching_up() is False  # no chat in flight: up to max_jobs start at each poll anyway
+
+
+async def test_the_lag_is_how_long_the_job_started_last_had_been_due(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run(worker: Worker, job_id: str, score: int) -> None:
+        return None
+
+    monkeypatch.setattr(Worker, "run_job", run)
+    worker, _ = in_process_worker(make_settings(extraction="raw"))
+
+    await worker.run_job("job", int((time.time() - 3) * 1000))  # arq scores a job by when it is due, in ms
+
+    assert 2.9 < worker._lag_s < 3.5
 
 
 async def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:
