@@ -54,7 +54,7 @@ class ResilientWorker(Worker):
         *args: Any,
         activity: ChatActivity | None = None,
         waits: JobWaits | None = None,
-        catch_up_after_s: float = 5.0,
+        catch_up_after_s: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)

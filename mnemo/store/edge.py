@@ -199,9 +199,7 @@ class EdgeMemoryStore:
         """Rebuild the shards without their erased points, in the background (after any rebuild
         already running, as it may have copied them before they were erased)."""
         self._erasures += 1
-        marker = self._dir / compaction.PENDING_MARKER
-        if not marker.exists():
-            marker.write_bytes(b"")
+        (self._dir / compaction.PENDING_MARKER).touch()
         if self._compaction is None or self._compaction.done():
             self._compaction = asyncio.get_running_loop().create_task(self._compact())
 

@@ -49,7 +49,7 @@ def set_current_directory(directory: Path, name: str, current: str) -> None:
         os.fsync(file.fileno())
     os.replace(tmp, directory / POINTER_FILE)
     with contextlib.suppress(OSError):  # the rename stands either way; this only hurries it to disk
-        _fsync_directory(directory)
+        _fsync(directory)
 
 
 def new_directory_name(name: str) -> str:
@@ -86,15 +86,12 @@ def fsync_tree(path: Path) -> None:
     they release the GIL, where the shard's own flush would hold it (and the gateway) throughout."""
     for root, _, names in os.walk(path):
         for name in names:
-            descriptor = os.open(Path(root) / name, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        _fsync_directory(Path(root))
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
 
 
-def _fsync_directory(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """A file, or a directory (its entries: a rename or a new file in it)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
