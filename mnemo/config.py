@@ -154,6 +154,19 @@ class StoreSettings(_Section):
     path: str | None = Field(default=None, description="qdrant-client local mode directory (tests, tiny data).")
     api_key_env: str | None = Field(default=None, description="Environment variable holding the Qdrant API key.")
     collection: str = Field(default="mnemo", description="Qdrant collection name.")
+    vector_cache_min_memories: int = Field(
+        default=2000,
+        ge=0,
+        description=(
+            "Embedded store: a user holding at least this many memories has their dense vectors kept in "
+            "memory, so a search scores the nearest few instead of scanning them all (0: never)."
+        ),
+    )
+    vector_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Embedded store: memory for those vectors at most (MiB); the least recently searched leave first.",
+    )
 
     @model_validator(mode="after")
     def _server_needs_location(self) -> StoreSettings:

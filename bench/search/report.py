@@ -160,16 +160,28 @@ def markdown(result: dict[str, Any]) -> str:
             "## One user holding many memories (embedded store)",
             "",
             "Qdrant Edge searches one user's memories without a vector index (the store is never optimised), "
-            "so the search time grows with what that user holds.",
+            "so the search time grows with what that user holds. *Vector cache*: the same memories in a store "
+            "that keeps the user's dense vectors in memory (`store.vector_cache_min_memories`) and has Edge "
+            "score only the nearest ones. Hybrid search unless marked dense-only; times in ms.",
             "",
-            "| one user's memories | search p50 | search p99 | dense-only search p50 | embed+search p50 | queries |",
-            "|---|---|---|---|---|---|",
+            "| one user's memories | query embed p50 | search p50 | search p99 | dense-only p50 | "
+            "vector cache: search p50 | vector cache: search p99 | vector cache: dense-only p50 | queries |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in result["one_user"]:
-            lines.append(
-                f"| {row['size']:,} | {row['search_ms']['p50']} | {row['search_ms']['p99']} | "
-                f"{row['dense_only_search_ms']['p50']} | {row['end_to_end_ms']['p50']} | {row['search_ms']['n']} |"
-            )
+            cached = row.get("vector_cache") or {}
+            cells = [
+                f"{row['size']:,}",
+                row["embed_ms"]["p50"],  # the cached pass asks the same questions: its embeddings are cache hits
+                row["search_ms"]["p50"],
+                row["search_ms"]["p99"],
+                row["dense_only_search_ms"]["p50"],
+                cached.get("search_ms", {}).get("p50", ""),
+                cached.get("search_ms", {}).get("p99", ""),
+                cached.get("dense_only_search_ms", {}).get("p50", ""),
+                row["search_ms"]["n"],
+            ]
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     lines += ["", "## Goals", "", "| goal | memories | Mnemo | Mem0 | ratio | met |", "|---|---|---|---|---|---|"]
     for check in result["goals"]:
         lines.append(

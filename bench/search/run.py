@@ -30,6 +30,7 @@ from mnemo.config import Settings, StoreSettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.models import Memory, Scope, utcnow
 from mnemo.store import MemoryStore, StoreIdentity
+from mnemo.store.dense_cache import DenseCache
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.server import QdrantServerMemoryStore
 from mnemo_cli.run import run_on_loop
@@ -220,17 +221,30 @@ async def measure_one_user(
     corpus = [facts.Fact(ONE_USER, fact.text, fact.question) for fact in everything]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-search-one-user-") as tmp:
-        store = await mnemo_store("edge", Path(tmp), identity)
+        # The same memories in two stores: one scanned by Edge, one with the user's vectors in memory.
+        scanned = EdgeMemoryStore(Path(tmp) / "scan", "bench", identity)
+        cache = DenseCache(identity.dimension, min_memories=1, max_bytes=2**31)
+        cached = EdgeMemoryStore(Path(tmp) / "cached", "bench", identity, dense_cache=cache)
+        for store in (scanned, cached):
+            await store.open()
         try:
             held = 0
             for size in sorted(size for size in sizes if size <= len(corpus)):
-                await ingest(store, memories_of(corpus[held:size]), vectors[held:size])
+                memories = memories_of(corpus[held:size])
+                for store in (scanned, cached):
+                    await ingest(store, memories, vectors[held:size])
                 held = size
                 queries = pick_queries(corpus[:size], count, seed=size, offset=2 * 10**6 + size)
-                rows.append({"size": size, **await search_pass(store, embedder, queries)})
-                logger.info("one user holding %d: %s", size, rows[-1]["search_ms"])
+                await cached.search(Scope(user_id=ONE_USER), vectors[0].tolist(), limit=LIMIT)  # starts the load
+                await cached.wait_for_vector_loads()
+                row = {"size": size, **await search_pass(scanned, embedder, queries)}
+                row["vector_cache"] = await search_pass(cached, embedder, queries)
+                rows.append(row)
+                cached_ms = row["vector_cache"]["search_ms"]
+                logger.info("one user holding %d: %s, with the vector cache %s", size, row["search_ms"], cached_ms)
         finally:
-            await store.close()
+            for store in (scanned, cached):
+                await store.close()
     return rows
 
 

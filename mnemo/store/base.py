@@ -90,9 +90,14 @@ def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
 
     options = HybridOptions.from_settings(settings.memory)
     if settings.store.kind == "edge":
+        from mnemo.store.dense_cache import DenseCache
         from mnemo.store.edge import EdgeMemoryStore
 
-        return EdgeMemoryStore(settings.data_path / "qdrant-edge", settings.store.collection, identity, options)
+        store = settings.store
+        cache = DenseCache(
+            identity.dimension, min_memories=store.vector_cache_min_memories, max_bytes=store.vector_cache_mb * 2**20
+        )
+        return EdgeMemoryStore(settings.data_path / "qdrant-edge", store.collection, identity, options, cache)
     from mnemo.store.server import QdrantServerMemoryStore
 
     return QdrantServerMemoryStore(settings.store, identity, options)

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import qdrant_edge as qe
 
@@ -31,6 +31,7 @@ from mnemo.store import edge_compaction as compaction
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
+from mnemo.store.dense_cache import DenseCache, Row, UserVectors
 from mnemo.store.edge_query import (
     PAGE,
     edge_errors,
@@ -83,11 +84,23 @@ def _prepare_shard(name: str, shard: qe.EdgeShard) -> None:
 # optimised holds one segment, so a pool only adds hand-offs between threads: one thread took a
 # search from 2.0 to 0.6-0.9 ms of CPU on a 2-vCPU host, at the same or better latency.
 SEARCH_THREADS = 1
+# Points per page while a user's vectors are read into the dense cache, the event loop free between.
+VECTOR_PAGE = 256
+
+
+def _row(point_id: str, payload: dict[str, Any]) -> Row:
+    """What the dense cache filters on, read the way Edge's search filter reads it."""
+    return Row(point_id, payload.get("agent_id") or "", float(payload.get("invalid_ts", 0.0)) >= pl.VALID_TS)
 
 
 class EdgeMemoryStore:
     def __init__(
-        self, path: Path, collection: str, identity: StoreIdentity, options: HybridOptions | None = None
+        self,
+        path: Path,
+        collection: str,
+        identity: StoreIdentity,
+        options: HybridOptions | None = None,
+        dense_cache: DenseCache | None = None,
     ) -> None:
         self._dir = path / collection
         self._identity = identity
@@ -104,6 +117,9 @@ class EdgeMemoryStore:
         self._replays: dict[str, list[qe.UpdateOperation]] = {}
         self._erasures = 0
         self._compaction: asyncio.Task[None] | None = None
+        # Heavy users' vectors in memory (mnemo.store.dense_cache); None searches through Edge only.
+        self._dense = dense_cache
+        self._loading: dict[str, asyncio.Task[None]] = {}
 
     async def open(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +171,13 @@ class EdgeMemoryStore:
             raise StoreError(f"cannot open qdrant-edge shard {path}: {exc}") from exc
 
     async def close(self) -> None:
+        for task in self._loading.values():
+            task.cancel()
+        for task in list(self._loading.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._dense is not None:
+            self._dense.clear()
         if self._compaction is not None:
             # An interrupted rebuild leaves the old shard whole and the marker in place: the
             # next open rebuilds again.
@@ -194,6 +217,11 @@ class EdgeMemoryStore:
         """Until the erasures made so far have reached the disk (or their rebuild failed)."""
         while self._compaction is not None and not self._compaction.done():
             await asyncio.shield(self._compaction)
+
+    async def wait_for_vector_loads(self) -> None:
+        """Until the users' vectors being read into the dense cache are in it (or failed to load)."""
+        while self._loading:
+            await asyncio.wait(list(self._loading.values()))
 
     def _start_compaction(self) -> None:
         """Rebuild the shards without their erased points, in the background (after any rebuild
@@ -254,15 +282,20 @@ class EdgeMemoryStore:
     async def upsert(self, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
         if len(memories) != len(vectors):
             raise StoreError(f"upsert got {len(memories)} memories but {len(vectors)} vectors")
-        points = []
+        points, rows = [], []
         for memory, vector in zip(memories, vectors, strict=True):
             pl.check_vector(vector, self._identity)
             keywords = kw.document_vector(kw.memory_context_line(memory))
             vectors_of: dict[str, qe.NamedVector] = {pl.DENSE_VECTOR: list(vector), kw.SPARSE_VECTOR: keywords}
-            points.append(qe.Point(pl.point_id(memory.id), vectors_of, pl.memory_payload(memory)))
+            pid, payload = pl.point_id(memory.id), pl.memory_payload(memory)
+            points.append(qe.Point(pid, vectors_of, payload))
+            rows.append((memory.user_id, _row(pid, payload), vector))
         if points:
             with edge_errors("upsert"):
                 self._update("memories", qe.UpdateOperation.upsert_points(points))
+            if self._dense is not None:
+                for user_id, row, vector in rows:
+                    self._dense.put(user_id, row, vector)
 
     async def invalidate(self, memory_id: str, invalid_at: datetime, superseded_by: str | None) -> None:
         pid = pl.point_id(memory_id)
@@ -273,6 +306,8 @@ class EdgeMemoryStore:
             self._update(
                 "memories", qe.UpdateOperation.set_payload([pid], pl.invalidation_payload(invalid_at, superseded_by))
             )
+        if self._dense is not None:
+            self._dense.invalidate(pid)
 
     async def get(self, memory_id: str) -> Memory | None:
         with edge_errors("get"):
@@ -295,12 +330,76 @@ class EdgeMemoryStore:
         if sparse is not None and not sparse.indices:
             sparse = None  # nothing but stop words: by meaning alone
         where = edge_filter(pl.search_conditions(scope, include_invalidated))
-        request = search_request(list(vector), sparse, where, limit, score_threshold, options)
+        count = options.prefetch_limit(limit) if sparse is not None else options.fetch_limit(limit)
+        nearest = self._nearest(scope, vector, count, include_invalidated)
+        request = search_request(list(vector), sparse, where, limit, score_threshold, options, nearest)
         with edge_errors("search"):
             points = self._memories.query(request)
         score = options.normalise if sparse is not None else float
         hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
         return apply_recency(hits, options, utcnow(), limit)
+
+    def _nearest(
+        self, scope: Scope, vector: Sequence[float], count: int, include_invalidated: bool
+    ) -> builtins.list[str] | None:
+        """The point ids of the user's nearest memories from the dense cache, or None to let Edge
+        scan them (no cache, or the user's vectors are not in memory: then maybe start loading them)."""
+        if self._dense is None:
+            return None
+        kept = self._dense.searched(scope.user_id)
+        if kept is not None:
+            return kept.nearest(vector, count, agent_id=scope.agent_id, include_invalidated=include_invalidated)
+        if scope.user_id not in self._dense:
+            # An estimate from the payload index: microseconds, where an exact count scans.
+            user = edge_filter(pl.user_conditions(scope.user_id))
+            with edge_errors("count"):
+                held = self._memories.count(qe.CountRequest(exact=False, filter=user))
+            if self._dense.worth_keeping(held):
+                self._loading[scope.user_id] = asyncio.get_running_loop().create_task(self._load_vectors(scope.user_id))
+        return None
+
+    async def _load_vectors(self, user_id: str) -> None:
+        """Read a user's vectors into the dense cache a page at a time, searches and writes going on
+        meanwhile: a write reaches the entry at once, and each page is read after the writes before it."""
+        assert self._dense is not None
+        vectors: UserVectors = self._dense.start(user_id)
+        user = edge_filter(pl.user_conditions(user_id))
+        offset: qe.PointId | None = None
+        try:
+            while True:
+                request = qe.ScrollRequest(
+                    offset=offset,
+                    limit=VECTOR_PAGE,
+                    filter=user,
+                    with_payload=["agent_id", "invalid_ts"],
+                    with_vector=[pl.DENSE_VECTOR],
+                )
+                with edge_errors("scroll"):
+                    page, offset = self._memories.scroll(request)
+                for record in page:
+                    dense = record.vector.get(pl.DENSE_VECTOR) if isinstance(record.vector, dict) else None
+                    if isinstance(dense, list):  # the dense vector is a plain one (never a multi-vector)
+                        vectors.put(_row(str(record.id), record.payload or {}), cast("list[float]", dense))
+                if offset is None:
+                    break
+                await asyncio.sleep(0)
+        except BaseException as exc:
+            self._dense.abandon(user_id, vectors)
+            if not isinstance(exc, StoreError):
+                raise
+            logger.exception("could not read a user's vectors into memory; searching them in the store")
+            return
+        finally:
+            if self._loading.get(user_id) is asyncio.current_task():
+                del self._loading[user_id]
+        if self._dense.loaded(user_id, vectors):
+            logger.info("keeping the vectors of a user holding %d memories in memory", len(vectors))
+
+    def _forget_vectors(self, user_id: str) -> None:
+        if (loading := self._loading.pop(user_id, None)) is not None:
+            loading.cancel()
+        if self._dense is not None:
+            self._dense.drop(user_id)
 
     async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
         if not texts:
@@ -326,6 +425,7 @@ class EdgeMemoryStore:
             for name in ("memories", "events"):
                 counts.append(self._shard(name).count(qe.CountRequest(exact=True, filter=user)))
                 self._update(name, qe.UpdateOperation.delete_points_by_filter(user))
+        self._forget_vectors(user_id)
         logger.info("erased user: %d memories, %d events", counts[0], counts[1])
         if any(counts):
             self._start_compaction()
@@ -337,6 +437,8 @@ class EdgeMemoryStore:
             with edge_errors("delete_memories"):
                 self._update("memories", qe.UpdateOperation.delete_points([pl.point_id(i) for i in memory_ids]))
                 self._update("events", qe.UpdateOperation.delete_points_by_filter(their_events))
+            if self._dense is not None:
+                self._dense.remove([pl.point_id(i) for i in memory_ids])
             self._start_compaction()
 
     def _newest(self, conditions: Sequence[pl.Condition], *, limit: int, offset: int) -> list[Memory]:

@@ -4,7 +4,7 @@ fusion, and the keyword-vector upgrade of shards made before hybrid search."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
@@ -63,15 +63,20 @@ def search_request(
     limit: int,
     threshold: float | None,
     options: HybridOptions,
+    nearest: Collection[str] | None = None,
 ) -> qe.QueryRequest:
-    """Dense alone without keywords; else dense and BM25 prefetches, each filtered, fused."""
+    """Dense alone without keywords; else dense and BM25 prefetches, each filtered, fused.
+    ``nearest``: the dense side scores only these points (the dense cache's candidates)."""
     dense = qe.Query.Nearest(vector, using=pl.DENSE_VECTOR)
+    dense_where = where if nearest is None else qe.Filter(must=[*(where.must or []), qe.HasIdCondition(set(nearest))])
     fetch = options.fetch_limit(limit)
     if sparse is None:
-        return qe.QueryRequest(limit=fetch, query=dense, filter=where, with_payload=True, score_threshold=threshold)
+        return qe.QueryRequest(
+            limit=fetch, query=dense, filter=dense_where, with_payload=True, score_threshold=threshold
+        )
     n = options.prefetch_limit(limit)
     prefetches = [
-        qe.Prefetch(n, query=dense, filter=where, score_threshold=threshold),
+        qe.Prefetch(n, query=dense, filter=dense_where, score_threshold=threshold),
         qe.Prefetch(n, query=qe.Query.Nearest(sparse, using=kw.SPARSE_VECTOR), filter=where),
     ]
     return qe.QueryRequest(limit=fetch, prefetches=prefetches, query=edge_fusion(options), with_payload=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from mnemo.config import StoreSettings
 from mnemo.errors import StoreError, StoreMismatchError
 from mnemo.models import Memory, MemoryEvent, Scope
 from mnemo.store.base import MemoryStore, StoreIdentity
+from mnemo.store.dense_cache import DenseCache
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.server import QdrantServerMemoryStore
 
@@ -50,11 +51,30 @@ def ids(items: list[Memory]) -> list[str]:
     return [item.id for item in items]
 
 
-@pytest.fixture(params=["edge", "local"])
+class CachedEdgeStore(EdgeMemoryStore):
+    """An embedded store whose users' vectors are in the dense cache from their first memory on,
+    so every search of the contract goes through the cache, and every later write through its hooks."""
+
+    def __init__(self, path: Path, identity: StoreIdentity) -> None:
+        super().__init__(
+            path, "mnemo", identity, dense_cache=DenseCache(identity.dimension, min_memories=1, max_bytes=2**30)
+        )
+
+    async def upsert(self, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
+        await super().upsert(memories, vectors)
+        for user_id in {memory.user_id for memory in memories}:
+            await super().search(Scope(user_id=user_id), vectors[0], limit=1)  # starts loading the user's vectors
+            await self.wait_for_vector_loads()
+            assert self._dense is not None and self._dense.searched(user_id) is not None
+
+
+@pytest.fixture(params=["edge", "edge-cached", "local"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
     def make(identity: StoreIdentity = IDENTITY) -> MemoryStore:
         if request.param == "edge":
             return EdgeMemoryStore(tmp_path / "edge", "mnemo", identity)
+        if request.param == "edge-cached":
+            return CachedEdgeStore(tmp_path / "edge", identity)
         settings = StoreSettings(kind="qdrant", path=str(tmp_path / "local"), collection="mnemo")
         return QdrantServerMemoryStore(settings, identity)
 
@@ -393,6 +413,7 @@ async def test_ping_works_while_open_and_fails_after_close(store: MemoryStore) -
 _CRASH_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
+from mnemo.store.dense_cache import DenseCache
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.base import StoreIdentity
 from mnemo.models import Memory
@@ -426,6 +447,7 @@ async def test_edge_upserts_survive_a_crash_without_close(tmp_path: Path) -> Non
 _SEARCH_THREADS_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
+from mnemo.store.dense_cache import DenseCache
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.base import StoreIdentity
 from mnemo.models import Memory, Scope
