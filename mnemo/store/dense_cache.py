@@ -144,9 +144,10 @@ class DenseCache:
         self._users.move_to_end(user_id)
         return vectors
 
-    def start(self, user_id: str) -> UserVectors:
-        """An empty entry for a user about to be loaded: writes reach it from now on."""
-        vectors = self._users[user_id] = UserVectors(self.dimension)
+    def start(self, user_id: str, memories: int = 0) -> UserVectors:
+        """An empty entry for a user about to be loaded, sized for the memories they hold and some
+        more (it doubles when full): writes reach it from now on."""
+        vectors = self._users[user_id] = UserVectors(self.dimension, capacity=max(64, memories + memories // 8))
         return vectors
 
     def loaded(self, user_id: str, vectors: UserVectors) -> bool:

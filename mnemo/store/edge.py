@@ -355,14 +355,15 @@ class EdgeMemoryStore:
             with edge_errors("count"):
                 held = self._memories.count(qe.CountRequest(exact=False, filter=user))
             if self._dense.worth_keeping(held):
-                self._loading[scope.user_id] = asyncio.get_running_loop().create_task(self._load_vectors(scope.user_id))
+                loading = self._load_vectors(scope.user_id, held)
+                self._loading[scope.user_id] = asyncio.get_running_loop().create_task(loading)
         return None
 
-    async def _load_vectors(self, user_id: str) -> None:
+    async def _load_vectors(self, user_id: str, memories: int) -> None:
         """Read a user's vectors into the dense cache a page at a time, searches and writes going on
         meanwhile: a write reaches the entry at once, and each page is read after the writes before it."""
         assert self._dense is not None
-        vectors: UserVectors = self._dense.start(user_id)
+        vectors: UserVectors = self._dense.start(user_id, memories)
         user = edge_filter(pl.user_conditions(user_id))
         offset: qe.PointId | None = None
         try:

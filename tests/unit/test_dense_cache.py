@@ -72,12 +72,13 @@ def test_a_user_is_kept_from_min_memories_on_and_only_if_they_fit() -> None:
 
 
 def test_the_users_searched_least_recently_leave_first_when_the_cache_is_full() -> None:
-    one_user = UserVectors(DIM).nbytes  # 1,024 rows until it grows
+    one_user = DenseCache(DIM, min_memories=1, max_bytes=0).start("x", 1000).nbytes
+    assert one_user < 1200 * (DIM * 4 + 6)  # sized for what the user holds, not a power of two
     cache = DenseCache(DIM, min_memories=1, max_bytes=2 * one_user)
     for user in ("a", "b"):
-        cache.loaded(user, cache.start(user))
+        cache.loaded(user, cache.start(user, 1000))
     assert cache.searched("a") is not None  # now "b" is the least recently searched
-    cache.loaded("c", cache.start("c"))
+    cache.loaded("c", cache.start("c", 1000))
     assert "b" not in cache
     assert cache.searched("a") is not None and cache.searched("c") is not None
 
