@@ -103,10 +103,17 @@ class Metrics:
 class ScrapeValues(Collector):
     """Values read at scrape time, rendered once (a fresh collector per scrape, no shared state)."""
 
-    def __init__(self, queue_depth: int | None, outbox_size: int, jobs: JobTotals | None) -> None:
+    def __init__(
+        self,
+        queue_depth: int | None,
+        outbox_size: int,
+        jobs: JobTotals | None,
+        vector_cache: tuple[int, int] | None = None,
+    ) -> None:
         self.queue_depth = queue_depth
         self.outbox_size = outbox_size
         self.jobs = jobs
+        self.vector_cache = vector_cache
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("mnemo_outbox_size", "Exchanges waiting in the outbox for Redis", self.outbox_size)
@@ -117,6 +124,10 @@ class ScrapeValues(Collector):
         )
         if self.jobs is not None:
             yield from worker_families(self.jobs)
+        if self.vector_cache is not None:
+            users, size = self.vector_cache
+            yield GaugeMetricFamily("mnemo_vector_cache_users", "Users whose dense vectors are kept in memory", users)
+            yield GaugeMetricFamily("mnemo_vector_cache_bytes", "Memory those vectors take", size)
 
 
 def worker_families(jobs: JobTotals) -> Iterator[Metric]:
@@ -156,7 +167,7 @@ async def read_scrape_values(services: Services) -> ScrapeValues:
             jobs = await read_totals(pool, queue_name)
     except Exception as exc:  # a scrape must answer even while Redis is down
         logger.debug("metrics: queue not readable: %s", exc)
-    return ScrapeValues(depth, len(services.recorder.outbox), jobs)
+    return ScrapeValues(depth, len(services.recorder.outbox), jobs, services.core.store.vector_cache_usage())
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -29,6 +29,9 @@ class MemoryStore(Protocol):
     async def ping(self) -> None:
         """Raise StoreError when the store cannot serve requests."""
 
+    def vector_cache_usage(self) -> tuple[int, int] | None:
+        """Users whose dense vectors the store keeps in memory and their bytes; None without a cache."""
+
     async def upsert(self, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
         """Insert or replace memories by id (idempotent: same id, same point)."""
 

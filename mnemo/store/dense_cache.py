@@ -180,6 +180,10 @@ class DenseCache:
             for point_id in point_ids:
                 vectors.remove(point_id)
 
+    def usage(self) -> tuple[int, int]:
+        """Users whose vectors are kept (loaded or loading), and the bytes they take."""
+        return len(self._users), sum(vectors.nbytes for vectors in self._users.values())
+
     def drop(self, user_id: str) -> None:
         self._users.pop(user_id, None)
 

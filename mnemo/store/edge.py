@@ -218,6 +218,9 @@ class EdgeMemoryStore:
         while self._compaction is not None and not self._compaction.done():
             await asyncio.shield(self._compaction)
 
+    def vector_cache_usage(self) -> tuple[int, int] | None:
+        return None if self._dense is None else self._dense.usage()
+
     async def wait_for_vector_loads(self) -> None:
         """Until the users' vectors being read into the dense cache are in it (or failed to load)."""
         while self._loading:

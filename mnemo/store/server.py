@@ -166,6 +166,9 @@ class QdrantServerMemoryStore:
         if client is not None:
             await client.close()
 
+    def vector_cache_usage(self) -> tuple[int, int] | None:
+        return None  # the Qdrant server indexes vectors itself
+
     async def ping(self) -> None:
         with server_errors("ping"):
             await self._client.get_collection(self._memories_name)

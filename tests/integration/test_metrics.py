@@ -130,3 +130,21 @@ def test_logs_follow_the_request_id_into_the_worker_without_message_text(
     worker_lines = [line for line in handler.lines if line["logger"].startswith("workers")]
     assert any(line.get("request_id") == request_id for line in worker_lines)
     assert not any("Porto" in json.dumps(line) for line in handler.lines)
+
+
+def test_the_vector_cache_gauges_follow_a_heavy_user_in_and_out(
+    make_settings: Callable[..., Settings], upstream: ScriptedUpstream
+) -> None:
+    settings = make_settings(memory=EAGER_MEMORY)  # the embedded store
+    settings = settings.model_copy(update={"store": settings.store.model_copy(update={"vector_cache_min_memories": 3})})
+    with running(settings) as mnemo, httpx.Client(base_url=mnemo.url, timeout=30) as api:
+        before = scrape(mnemo)
+        assert before[("mnemo_vector_cache_users", frozenset())] == 0  # present (the embedded store), and empty
+        assert before[("mnemo_vector_cache_bytes", frozenset())] == 0
+        facts = ["I live in Austin", "I have a greyhound", "I play the violin"]
+        assert api.post("/v1/memories", json={"user_id": "heavy", "facts": facts}).status_code == 201
+        sync_client(mnemo, "heavy").chat.completions.create(model="gpt-test", messages=user_message("Any pets?"))
+        wait_until(lambda: value(scrape(mnemo), "mnemo_vector_cache_users") == 1)
+        assert value(scrape(mnemo), "mnemo_vector_cache_bytes") >= 3 * 384 * 4
+        assert api.delete("/v1/users/heavy").status_code == 200
+        assert value(scrape(mnemo), "mnemo_vector_cache_users") == 0
