@@ -1,7 +1,7 @@
 """The dense vectors of users who hold many memories, kept in memory for the embedded store.
 
 Qdrant Edge never gets a vector index in Mnemo (its ``optimize`` holds the GIL for seconds), so
-it scores every memory of a user on each search, on the event loop: ~4 ms for a user holding
+it scores every memory of a user on each search, on the event loop: 4-8 ms for a user holding
 20,000 memories on an AVX-512 host, ~14 ms on an AVX2 one. For such a user one matrix product
 finds the same nearest memories in a fraction of that; the store then asks Edge to score only
 those (a ``HasId`` condition on the dense prefetch), so thresholds, keyword fusion and payloads
@@ -64,7 +64,10 @@ class UserVectors:
                 self._grow()
             self._ids.append(row.point_id)
             self._rows[row.point_id] = index
-        self._matrix[index] = vector
+        # Edge's cosine distance normalises what it stores; so does this copy, whatever the embedder.
+        row_vector = np.asarray(vector, dtype=np.float32)
+        norm = float(np.linalg.norm(row_vector))
+        self._matrix[index] = row_vector / norm if norm > 0 else row_vector
         self._agents[index] = self._agent_codes.setdefault(row.agent_id, len(self._agent_codes))
         self._valid[index] = row.valid
         self._live[index] = True
@@ -82,8 +85,8 @@ class UserVectors:
     def nearest(
         self, vector: Sequence[float], count: int, *, agent_id: str | None, include_invalidated: bool
     ) -> list[str]:
-        """Point ids of the ``count`` rows closest to ``vector`` (dot product: Edge stores cosine
-        vectors normalised) among those a search of that scope may see, best first."""
+        """Point ids of the ``count`` rows closest to ``vector`` by cosine (rows are unit length)
+        among those a search of that scope may see, best first."""
         used = len(self._ids)
         if used == 0 or count <= 0:
             return []

@@ -131,17 +131,23 @@ async def test_the_cache_picks_the_nearest_memories_the_scope_may_see(
     theirs = [m.model_copy(update={"id": str(uuid.uuid4()), "agent_id": "a2"}) for m in near]
     far = [Memory(id=str(uuid.uuid4()), text=f"far {n}", user_id="u1", agent_id="a1", created_at=T0) for n in range(30)]
     await cached.upsert(near + theirs, [target] * 10)
-    await cached.upsert(far, [[0.6, 0.8] + [0.0] * (DIM - 2)] * 30)
+    await cached.upsert(far, [[3.0, 4.0] + [0.0] * (DIM - 2)] * 30)  # not unit length: Edge normalises it
     await load(cached, "u1", np.random.default_rng(2))
     for hidden in near:
         await cached.invalidate(hidden.id, T0 + timedelta(days=1), None)
     found = await cached.search(Scope(user_id="u1", agent_id="a1"), target, limit=3)
-    assert [hit.memory.text for hit in found] == ["far 0", "far 1", "far 2"] or all(
-        hit.memory.text.startswith("far") for hit in found
-    )
-    assert len(found) == 3
+    assert len(found) == 3 and all(hit.memory.text.startswith("far") for hit in found)
     everything = await cached.search(Scope(user_id="u1"), target, limit=10, include_invalidated=True)
     assert {hit.memory.id for hit in everything} == {m.id for m in near + theirs}
+
+    # Vectors written after the load count by cosine, as Edge's do, whatever their length.
+    long_but_wide = Memory(id=str(uuid.uuid4()), text="wide", user_id="u1", agent_id="a1", created_at=T0)
+    short_but_close = Memory(id=str(uuid.uuid4()), text="close", user_id="u1", agent_id="a1", created_at=T0)
+    await cached.upsert(
+        [long_but_wide, short_but_close], [[10.0, 10.0] + [0.0] * (DIM - 2), [0.9, 0.1] + [0.0] * (DIM - 2)]
+    )
+    best = await cached.search(Scope(user_id="u1", agent_id="a1"), target, limit=1)
+    assert [hit.memory.text for hit in best] == ["close"]
 
 
 async def test_writes_made_while_a_users_vectors_load_reach_the_cache(
