@@ -165,7 +165,10 @@ class StoreSettings(_Section):
     vector_cache_mb: int = Field(
         default=256,
         ge=0,
-        description="Embedded store: memory for those vectors at most (MiB); the least recently searched leave first.",
+        description=(
+            "Embedded store: memory for those vectors at most (MiB); the least recently searched users "
+            "leave first (0: no cache)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -97,9 +97,10 @@ def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
         from mnemo.store.edge import EdgeMemoryStore
 
         store = settings.store
-        cache = DenseCache(
-            identity.dimension, min_memories=store.vector_cache_min_memories, max_bytes=store.vector_cache_mb * 2**20
-        )
+        cache = None  # turned off: searches do not even count a user's memories
+        if store.vector_cache_min_memories and store.vector_cache_mb:
+            budget = store.vector_cache_mb * 2**20
+            cache = DenseCache(identity.dimension, min_memories=store.vector_cache_min_memories, max_bytes=budget)
         return EdgeMemoryStore(settings.data_path / "qdrant-edge", store.collection, identity, options, cache)
     from mnemo.store.server import QdrantServerMemoryStore
 

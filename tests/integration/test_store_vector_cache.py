@@ -226,3 +226,7 @@ def test_the_embedded_store_gets_its_cache_from_the_settings(tmp_path: Path) -> 
     store = build_store(settings, IDENTITY)
     assert isinstance(store, EdgeMemoryStore) and store._dense is not None
     assert (store._dense.min_memories, store._dense.max_bytes) == (500, 64 * 2**20)
+    for off in ({"vector_cache_min_memories": 0}, {"vector_cache_mb": 0}):
+        store = build_store(Settings(data_dir=str(tmp_path), store=off), IDENTITY)
+        assert isinstance(store, EdgeMemoryStore) and store._dense is None
+        assert store.vector_cache_usage() is None
