@@ -48,9 +48,6 @@ class UserVectors:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __contains__(self, point_id: str) -> bool:
-        return point_id in self._rows
-
     @property
     def nbytes(self) -> int:
         return int(self._matrix.nbytes + self._agents.nbytes + self._valid.nbytes + self._live.nbytes)

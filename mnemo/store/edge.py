@@ -292,7 +292,8 @@ class EdgeMemoryStore:
             vectors_of: dict[str, qe.NamedVector] = {pl.DENSE_VECTOR: list(vector), kw.SPARSE_VECTOR: keywords}
             pid, payload = pl.point_id(memory.id), pl.memory_payload(memory)
             points.append(qe.Point(pid, vectors_of, payload))
-            rows.append((memory.user_id, _row(pid, payload), vector))
+            if self._dense is not None:
+                rows.append((memory.user_id, _row(pid, payload), vector))
         if points:
             with edge_errors("upsert"):
                 self._update("memories", qe.UpdateOperation.upsert_points(points))
