@@ -1,6 +1,7 @@
 """Upstream failures the gateway-level tests (test_gateway_errors.py, test_gateway_streaming.py)
 do not cover: an upstream that resets the connection, and what is left in the gateway's
-connection pool after clients walk away from streams. Each fails cleanly and records nothing."""
+connection pool after clients walk away from streams (each fails cleanly and records nothing);
+and an upstream that closes a kept-alive connection between two chats (the next chat succeeds)."""
 
 from __future__ import annotations
 
