@@ -18,7 +18,7 @@ from gateway.body import read_json_object
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import MemoryContext, read_memory_context
 from gateway.injection import inject, render_block, select_memories
-from gateway.request_log import note_task
+from gateway.request_log import request_note
 from gateway.request_metrics import mark_chat
 from gateway.services import Services
 from gateway.streaming import StreamRelay
@@ -89,11 +89,14 @@ async def chat_completions(request: Request) -> Response:
         memories = await find_memories(services, context, messages)
         forwarded = {**body, "messages": inject(messages, render_block(memories))} if memories else body
         headers = mnemo_headers(context, memories)
-        noted = note_task(services, context, memories)
+        note = request_note(services, context, memories)
+        noted = note.background() if note else None
         upstream = services.upstream_for(route)
 
         async def record(reply: str) -> None:
-            await services.recorder.record(context, body["model"], messages, reply, started_at)
+            side_note = note.side_note() if note else None
+            if await services.recorder.record(context, body["model"], messages, reply, started_at, side_note) and note:
+                note.written = True  # the enqueue carried it: the background task has nothing to do
 
         if body.get("stream") is True:
             stream = await upstream.stream(route, forwarded, request.headers)

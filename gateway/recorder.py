@@ -21,7 +21,7 @@ from mnemo.errors import QueueError
 from mnemo.messages import to_exchange_messages
 from mnemo.models import utcnow
 from mnemo.outbox import Outbox
-from mnemo.queue import Exchange, ExchangeQueue, decode_exchange, encode_exchange, exchange_job_id
+from mnemo.queue import Exchange, ExchangeQueue, SideNote, decode_exchange, encode_exchange, exchange_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,18 @@ class ExchangeRecorder:
         self._wake = asyncio.Event()
 
     async def record(
-        self, context: MemoryContext, model: str, messages: list[dict[str, Any]], reply: str, started_at: datetime
-    ) -> None:
+        self,
+        context: MemoryContext,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        started_at: datetime,
+        note: SideNote | None = None,
+    ) -> bool:
+        """Record the exchange if its context writes memory; True when it reached the queue, and
+        ``note`` with it (False: not recorded, or kept in the outbox without the note)."""
         if context.scope is None or not context.writes:
-            return
+            return False
         exchange = Exchange(
             request_id=context.request_id,
             scope=context.scope,
@@ -51,20 +59,22 @@ class ExchangeRecorder:
             completed_at=utcnow(),
             extraction_mode=context.extraction_mode,
         )
-        await self.deliver(exchange)
+        return await self.deliver(exchange, note)
 
-    async def deliver(self, exchange: Exchange) -> None:
+    async def deliver(self, exchange: Exchange, note: SideNote | None = None) -> bool:
+        """Enqueue, or keep in the outbox; True when it was enqueued (with ``note``)."""
         # While anything waits in the outbox, newer exchanges queue behind it to keep their order.
         if len(self.outbox) == 0:
             try:
-                await self.queue.enqueue(exchange)
+                await self.queue.enqueue(exchange, note)
             except QueueError as exc:
                 logger.warning("queue unavailable, keeping exchange %s in the outbox: %s", exchange.request_id, exc)
                 self._metrics.inc("mnemo_enqueue_failures_total", reason="queue_unavailable")
             else:
                 self._metrics.inc("mnemo_exchanges_enqueued_total")
-                return
+                return True
         self.keep(exchange)
+        return False
 
     def keep(self, exchange: Exchange) -> None:
         job_id = exchange_job_id(exchange.request_id)

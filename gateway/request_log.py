@@ -1,9 +1,10 @@
 """Looking up a request id from the gateway's response headers: which memories were injected into
 that request, and which memories it created.
 
-The injected ids are noted in Redis (a hash per request, expiring after REQUEST_TTL_S) once the
-response has been sent, best-effort: a missing lookup record is never worth a slower or failed
-chat. What a request created is read from the user's events (their ``source_request_id``)."""
+The injected ids are noted in Redis (a hash per request, expiring after REQUEST_TTL_S): by the
+exchange's enqueue when memory is on, after the response otherwise, best-effort: a missing lookup
+record is never worth a slower or failed chat. What a request created is read from the user's
+events (their ``source_request_id``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from gateway.memory_params import map_core_errors, memory_json, services_of, use
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.models import Memory, ScoredMemory
+from mnemo.queue import SideNote
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +115,34 @@ async def lookup_request(request: Request) -> JSONResponse:
     )
 
 
-def note_task(services: Services, context: MemoryContext, memories: Sequence[ScoredMemory]) -> BackgroundTask | None:
-    """The chat response's background task noting what it injected. Best-effort by design: a
-    BackgroundTask is skipped when a streaming client disconnects, and that only loses a lookup."""
+class RequestNote:
+    """What a chat was given, for its lookup record. With memory on, the exchange's enqueue
+    carries it (``side_note``; no round trip of its own, and the lookup exists as soon as the
+    response does); otherwise, or when the exchange went to the outbox, the response's background
+    task writes it. Best-effort by design: a BackgroundTask is skipped when a streaming client
+    disconnects, and that only loses a lookup."""
+
+    def __init__(self, services: Services, request_id: str, user_id: str, memory_ids: Sequence[str]) -> None:
+        self._services = services
+        self.request_id = request_id
+        self.user_id = user_id
+        self.memory_ids = list(memory_ids)
+        self.written = False
+
+    def side_note(self) -> SideNote:
+        fields = {"user_id": self.user_id, "injected": ",".join(self.memory_ids)}
+        return SideNote(REQUEST_KEY.format(request_id=self.request_id), fields, REQUEST_TTL_S)
+
+    def background(self) -> BackgroundTask:
+        return BackgroundTask(self._write_unless_written)
+
+    async def _write_unless_written(self) -> None:
+        if not self.written:
+            await note_request(self._services, self.request_id, self.user_id, self.memory_ids)
+
+
+def request_note(services: Services, context: MemoryContext, memories: Sequence[ScoredMemory]) -> RequestNote | None:
+    """The note of a chat whose memory mode reads or writes; None when memory is off."""
     if context.scope is None or not (context.reads or context.writes):
         return None
-    injected = [hit.memory.id for hit in memories]
-    return BackgroundTask(note_request, services, context.request_id, context.scope.user_id, injected)
+    return RequestNote(services, context.request_id, context.scope.user_id, [hit.memory.id for hit in memories])

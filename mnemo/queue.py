@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import pickle
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -43,8 +44,13 @@ SEQUENCE_SCORE_KEY = "mnemo:seq-score:{user_id}"
 # number the exchange, note which job carries the number, and write and queue the arq job with
 # the number as its `sequence` argument. The score (ms, to the microsecond) comes from Redis's
 # clock and is strictly above the user's previous one, so a user's jobs sit in the queue in
-# number order, untied, whichever gateway replica enqueued them.
+# number order, untied, whichever gateway replica enqueued them. A seventh key is a side note
+# (SideNote) written first, also for an exchange already queued: the same note again.
 ENQUEUE_SCRIPT = """
+if #KEYS == 7 then
+  redis.call('HSET', KEYS[7], unpack(ARGV, 7))
+  redis.call('EXPIRE', KEYS[7], ARGV[6])
+end
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local now = redis.call('TIME')
 local score = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
@@ -60,6 +66,16 @@ redis.call('PSETEX', KEYS[1], ARGV[3], record)
 redis.call('ZADD', KEYS[3], at, ARGV[1])
 return n
 """
+
+
+@dataclass(frozen=True)
+class SideNote:
+    """A small hash with an expiry that travels with an exchange's enqueue, in its script: the
+    gateway's note of what a chat was given costs no round trip of its own when memory is on."""
+
+    key: str
+    fields: Mapping[str, str]
+    ttl_s: int
 
 
 class ExchangeMessage(BaseModel):
@@ -174,25 +190,29 @@ class ExchangeQueue:
                 raise QueueError(f"cannot connect to redis: {exc}") from exc
         return self._pool
 
-    async def enqueue(self, exchange: Exchange) -> str:
-        """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op."""
+    async def enqueue(self, exchange: Exchange, note: SideNote | None = None) -> str:
+        """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op
+        (but for its ``note``, written either way)."""
         job_id = exchange_job_id(exchange.request_id)
         user_id = exchange.scope.user_id
-        keys = (
+        keys = [
             job_key_prefix + job_id,
             result_key_prefix + job_id,
             self._queue_name,
             SEQUENCE_KEY.format(user_id=user_id),
             SEQUENCE_JOBS_KEY.format(user_id=user_id),
             SEQUENCE_SCORE_KEY.format(user_id=user_id),
-        )
+        ]
         head, middle = job_record_parts(encode_exchange(exchange))
+        args = [job_id, str(SEQUENCE_JOBS_TTL_S), str(expires_extra_ms), head, middle]
+        if note is not None and note.fields:
+            keys.append(note.key)
+            args += [str(note.ttl_s), *(part for pair in note.fields.items() for part in pair)]
         pool = await self.pool()
         try:
             # A hung Redis must not hold a finished response open.
             async with asyncio.timeout(self._timeout_s):
-                ttls = (str(SEQUENCE_JOBS_TTL_S), str(expires_extra_ms))
-                script = pool.eval(ENQUEUE_SCRIPT, len(keys), *keys, job_id, *ttls, head, middle)
+                script = pool.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)
                 await cast(Awaitable[Any], script)  # redis-py types eval sync-or-async
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc

@@ -1,6 +1,7 @@
 """Memory through the gateway: retrieval fails open, multimodal and tool messages pass through
 while only text is remembered, injected text never flows back into memory, extraction
-failures are contained, and agent ids scope what is injected."""
+failures are contained, agent ids scope what is injected, and each chat's lookup note is
+written by its enqueue when memory is on."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from gateway import request_log
 from mnemo.errors import StoreError
 from mnemo.models import Scope
-from tests.conftest import wait_until
+from tests.conftest import REDIS_URL, wait_until
 from tests.support.probes import (
     EAGER_MEMORY,
     LITELLM_READONLY_WARNING,
@@ -312,3 +314,43 @@ def test_a_broken_or_slow_store_still_answers_without_memories(
     if failure == "closed-store":
         ready = httpx.get(mnemo.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["store"].startswith("unavailable")
+
+
+# --- the request note behind GET /v1/requests/{id} ---------------------------------------
+
+
+def test_with_memory_on_the_enqueue_writes_the_request_note_and_otherwise_the_response_does(
+    mnemo: MnemoThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written_after_response: list[str] = []
+    write_note = request_log.note_request
+
+    async def counted(services: Any, request_id: str, user_id: str, memory_ids: Any) -> None:
+        written_after_response.append(request_id)
+        await write_note(services, request_id, user_id, memory_ids)
+
+    monkeypatch.setattr(request_log, "note_request", counted)
+    redis = redis_sync.Redis.from_url(REDIS_URL)
+    user = new_user()
+    seed(mnemo, user, "I keep bees")
+    bees = stored_texts(mnemo, user)
+    assert bees == ["I keep bees"]
+    written_after_response.clear()
+
+    on = chat(mnemo, user, user_message("What do I keep?"), extraction="raw")
+    streamed = sync_client(mnemo, user, extraction="raw").chat.completions.with_raw_response.create(
+        model="gpt-test", messages=user_message("Tell me about my bees"), stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed.parse() if chunk.choices)
+    read = chat(mnemo, user, user_message("Do I keep bees?"), memory="read")
+
+    for raw in (on, streamed):  # there as soon as the response is, without a write of its own
+        request_id, injected = raw.headers["x-mnemo-request-id"], raw.headers["x-mnemo-memory-ids"]
+        note = redis.hgetall(f"mnemo:request:{request_id}")
+        assert note == {b"user_id": user.encode(), b"injected": injected.encode()} and injected
+        assert 0 < redis.ttl(f"mnemo:request:{request_id}") <= request_log.REQUEST_TTL_S
+    read_id = read.headers["x-mnemo-request-id"]
+    wait_until(lambda: redis.exists(f"mnemo:request:{read_id}"))
+    assert written_after_response == [read_id]
+    lookup = httpx.get(f"{mnemo.url}/v1/requests/{on.headers['x-mnemo-request-id']}").json()
+    assert [m["text"] for m in lookup["injected"]] == ["I keep bees"]

@@ -29,6 +29,7 @@ from mnemo.queue import (
     SEQUENCE_SCORE_KEY,
     Exchange,
     ExchangeQueue,
+    SideNote,
     decode_job,
     dump_job_record,
     load_job_record,
@@ -234,6 +235,25 @@ async def test_enqueueing_the_same_exchange_twice_queues_and_numbers_it_once(red
         await redis.delete(queue_name, *(job_key_prefix + job_id for job_id in job_ids))
         await queue.close()
     assert (len(job_ids), queued, numbered) == (1, 1, b"1")
+
+
+async def test_an_enqueue_writes_its_side_note_in_the_same_script_also_for_a_duplicate(redis: Any) -> None:
+    user, queue_name = fresh_user(), f"turns:{uuid.uuid4().hex[:8]}"
+    queue = await ExchangeQueue.connect(RedisSettings.from_dsn(REDIS_URL), queue_name)
+    once = exchange(user, 0)
+    note_key = f"note:{uuid.uuid4().hex}"
+    try:
+        job_id = await queue.enqueue(once, SideNote(note_key, {"user_id": user, "injected": "m1,m2"}, 60))
+        first = (await redis.hgetall(note_key), await redis.ttl(note_key))
+        await redis.delete(note_key)
+        await queue.enqueue(once, SideNote(note_key, {"user_id": user, "injected": "m1,m2"}, 60))
+        again = await redis.hgetall(note_key)
+        numbered = await redis.get(SEQUENCE_KEY.format(user_id=user))
+    finally:
+        await redis.delete(queue_name, job_key_prefix + job_id, note_key)
+        await queue.close()
+    assert first[0] == again == {b"user_id": user.encode(), b"injected": b"m1,m2"} and 0 < first[1] <= 60
+    assert numbered == b"1"  # the duplicate wrote its note and nothing else
 
 
 def test_a_job_record_pickled_by_an_earlier_version_is_still_read() -> None:
