@@ -36,15 +36,22 @@ REQUEST_TTL_S = 7 * 24 * 3600
 CREATING_ACTIONS = ("ADD", "UPDATE")
 
 
+def request_side_note(request_id: str, user_id: str, memory_ids: Sequence[str]) -> SideNote:
+    """The lookup record of a request, as a hash with its expiry: written by the enqueue's script
+    or by note_request, the same fields either way."""
+    fields = {"user_id": user_id, "injected": ",".join(memory_ids)}
+    return SideNote(REQUEST_KEY.format(request_id=request_id), fields, REQUEST_TTL_S)
+
+
 async def note_request(services: Services, request_id: str, user_id: str, memory_ids: Sequence[str]) -> None:
     """Record which memories a request was given; never raises (run after the response)."""
-    key = REQUEST_KEY.format(request_id=request_id)
+    note = request_side_note(request_id, user_id, memory_ids)
     try:
         async with asyncio.timeout(services.settings.redis.enqueue_timeout_s):
             redis = await services.queue.pool()
             async with redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"user_id": user_id, "injected": ",".join(memory_ids)})
-                pipe.expire(key, REQUEST_TTL_S)
+                pipe.hset(note.key, mapping=dict(note.fields))
+                pipe.expire(note.key, note.ttl_s)
                 await pipe.execute()
     except (QueueError, RedisError, OSError, TimeoutError) as exc:
         logger.warning("request %s not recorded for lookups: %s", request_id, type(exc).__name__)
@@ -130,8 +137,7 @@ class RequestNote:
         self.written = False
 
     def side_note(self) -> SideNote:
-        fields = {"user_id": self.user_id, "injected": ",".join(self.memory_ids)}
-        return SideNote(REQUEST_KEY.format(request_id=self.request_id), fields, REQUEST_TTL_S)
+        return request_side_note(self.request_id, self.user_id, self.memory_ids)
 
     def background(self) -> BackgroundTask:
         return BackgroundTask(self._write_unless_written)
