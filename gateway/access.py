@@ -20,7 +20,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.api_paths import is_memory_path
+from gateway.errors import GatewayError, error_response
 from gateway.identity import MemoryContext, validate_id
 from mnemo.config import AuthSettings, Settings
 from mnemo.errors import ConfigError
@@ -30,8 +31,15 @@ logger = logging.getLogger(__name__)
 KEY_HEADER = "x-mnemo-api-key"
 TENANT_HEADER = "x-mnemo-tenant"
 # Authorization on these paths is the client's upstream key (pass-through), never a Mnemo key.
-PROXY_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
+PROXY_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/models"})
 GUARDED_PREFIXES = ("/v1/", "/mem0/")
+
+
+def carries_upstream_key(path: str, memory_prefix: str = "/v1") -> bool:
+    """Whether Authorization on ``path`` is the client's upstream key: on the chat and model
+    endpoints and on every /v1/ path relayed upstream (all but the memory API's). There a Mnemo
+    key must come in X-Mnemo-Api-Key, so a Mnemo key is never relayed to the upstream."""
+    return path in PROXY_PATHS or (path.startswith("/v1/") and not is_memory_path(path, memory_prefix))
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,10 @@ class KeyRing:
         return found
 
 
-def presented_key(headers: Headers, path: str) -> str | None:
+def presented_key(headers: Headers, path: str, memory_prefix: str = "/v1") -> str | None:
     if key := headers.get(KEY_HEADER):
         return key.strip()
-    if path in PROXY_PATHS:
+    if carries_upstream_key(path, memory_prefix):
         return None
     scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() not in ("bearer", "token"):  # "Token" is what the mem0 SDK sends
@@ -87,13 +95,14 @@ def unauthorized(message: str, code: str) -> GatewayError:
     return GatewayError(401, message, type="invalid_request_error", code=code)
 
 
-def resolve_access(keys: KeyRing, headers: Headers, path: str) -> Access:
+def resolve_access(keys: KeyRing, headers: Headers, path: str, memory_prefix: str = "/v1") -> Access:
     tenant_header = headers.get(TENANT_HEADER) or None
     if not keys.configured:
         return Access(tenant=validate_id(tenant_header, TENANT_HEADER) if tenant_header else None, admin=True)
-    key = presented_key(headers, path)
+    key = presented_key(headers, path, memory_prefix)
     if key is None:
-        where = "X-Mnemo-Api-Key" if path in PROXY_PATHS else "Authorization: Bearer <key> or X-Mnemo-Api-Key"
+        upstream_key = carries_upstream_key(path, memory_prefix)
+        where = "X-Mnemo-Api-Key" if upstream_key else "Authorization: Bearer <key> or X-Mnemo-Api-Key"
         raise unauthorized(f"a Mnemo API key is required in {where}", "missing_api_key")
     access = keys.find(key)
     if access is None:
@@ -104,22 +113,23 @@ def resolve_access(keys: KeyRing, headers: Headers, path: str) -> Access:
 
 
 class KeyAuth:
-    """Checks the key of every /v1/ and /mem0/ request; leaves ``access`` in the request state."""
+    """Checks the key of every /v1/, /mem0/ and memory API request; leaves ``access`` in the request state."""
 
-    def __init__(self, app: ASGIApp, auth: AuthSettings) -> None:
+    def __init__(self, app: ASGIApp, auth: AuthSettings, memory_prefix: str = "/v1") -> None:
         self.app = app
         self.keys = KeyRing(auth)
+        self.memory_prefix = memory_prefix
+        self.guarded = (*GUARDED_PREFIXES, memory_prefix + "/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIXES):
+        if scope["type"] != "http" or not scope["path"].startswith(self.guarded):
             await self.app(scope, receive, send)
             return
         try:
-            access = resolve_access(self.keys, Headers(scope=scope), scope["path"])
+            access = resolve_access(self.keys, Headers(scope=scope), scope["path"], self.memory_prefix)
         except GatewayError as exc:
-            await exc.response(headers={"www-authenticate": "Bearer"} if exc.status == 401 else None)(
-                scope, receive, send
-            )
+            challenge = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+            await error_response(scope["path"], exc, challenge)(scope, receive, send)
             return
         scope.setdefault("state", {})["access"] = access
         await self.app(scope, receive, send)

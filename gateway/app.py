@@ -21,19 +21,24 @@ from starlette.routing import Route
 
 from gateway.access import KeyAuth, check_exposure
 from gateway.chat import chat_completions
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_response, memory_unavailable
 from gateway.health import healthz, list_models, readyz
 from gateway.injection import build_token_counter
-from gateway.memory_routes import memory_routes
-from gateway.metrics import Metrics, metrics_endpoint
+from gateway.limits import BodyBudget, BodyBudgetMiddleware
+from gateway.memory.routes import memory_routes
+from gateway.messages import messages
+from gateway.metrics import Metrics
+from gateway.metrics_route import metrics_endpoint
+from gateway.passthrough import passthrough_routes
 from gateway.providers import LiteLLMUpstream
 from gateway.recorder import ExchangeRecorder
 from gateway.request_metrics import RequestMetrics
+from gateway.responses import responses
 from gateway.services import Services
 from gateway.upstream import ModelTable, OpenAICompatibleUpstream
 from gateway.upstream_transport import upstream_transport
 from mnemo.config import Settings
-from mnemo.errors import QueueError
+from mnemo.errors import MnemoError, QueueError
 from mnemo.llm import stop_litellm_background
 from mnemo.outbox import Outbox
 from mnemo.queue import ExchangeQueue, redis_settings
@@ -60,14 +65,24 @@ def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSett
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *memory_routes(),
+        *memory_routes(settings.server.memory_api_prefix),
     ]
-    handlers = {HTTPException: http_error, GatewayError: gateway_error, Exception: unexpected_error}
-    middleware = [Middleware(RequestMetrics), Middleware(KeyAuth, auth=settings.auth)]
+    routes += passthrough_routes(settings.server, reserved=routes)  # last: whatever no route above serves
+    handlers = {
+        HTTPException: http_error,
+        GatewayError: gateway_error,
+        MnemoError: memory_backend_error,
+        Exception: unexpected_error,
+    }
+    auth = Middleware(KeyAuth, auth=settings.auth, memory_prefix=settings.server.memory_api_prefix)
+    budget = Middleware(BodyBudgetMiddleware, budget=BodyBudget(settings.server.max_bytes_in_flight))
+    middleware = [budget, Middleware(RequestMetrics), auth]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
 
 
@@ -148,15 +163,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if _is_api(request):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return GatewayError(exc.status_code, str(exc.detail), type=kind, code=code).response(headers)
+        error = GatewayError(exc.status_code, str(exc.detail), type=kind, code=code)
+        return error_response(request.url.path, error, headers)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return exc.response()
+    return error_response(request.url.path, exc)
+
+
+async def memory_backend_error(request: Request, exc: Exception) -> Response:
+    """The one place a core error (store, embedder, queue) raised by a handler becomes a response:
+    the backend being down is the service's state, not a bug, so a 503, never a 500."""
+    assert isinstance(exc, MnemoError)
+    return error_response(request.url.path, memory_unavailable(exc))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return GatewayError(500, "internal error in the Mnemo gateway", type="server_error").response()
+    error = GatewayError(500, "internal error in the Mnemo gateway", type="server_error")
+    return error_response(request.url.path, error)

@@ -1,4 +1,5 @@
-"""Errors on /v1/* in OpenAI's shape, and the one place upstream failures are translated.
+"""Errors on /v1/* in OpenAI's shape (Anthropic's on its Messages API, /v1/messages), and the
+one place upstream failures are translated.
 
 GatewayError (an OpenAI-shaped error with an HTTP status)
  ├── raised for bad input at the edge (400, 404, 413, 415)
@@ -42,6 +43,46 @@ class GatewayError(Exception):
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+# Anthropic's error types by status; an upstream's own Anthropic type is kept as it came.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_TYPES = frozenset({*ANTHROPIC_ERROR_TYPES.values(), "api_error"})
+
+
+def anthropic_error_body(error: GatewayError) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message"}}``, what Anthropic's SDKs parse. A specific
+    Anthropic type (an upstream's ``overloaded_error``) is kept; the rest follow the status."""
+    specific = error.type in ANTHROPIC_TYPES and error.type != "invalid_request_error"
+    kind = error.type if specific else ANTHROPIC_ERROR_TYPES.get(error.status)
+    if kind is None:
+        kind = "api_error" if error.status >= 500 else "invalid_request_error"
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def anthropic_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(anthropic_error_body(error), status_code=error.status, headers=headers)
+
+
+def error_response(path: str, error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error in the shape the clients of ``path`` parse."""
+    return anthropic_response(error, headers) if path in ANTHROPIC_PATHS else error.response(headers)
+
+
+def memory_unavailable(exc: Exception) -> GatewayError:
+    return GatewayError(
+        503, f"memory backend unavailable: {type(exc).__name__}", type="server_error", code="memory_unavailable"
+    )
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:

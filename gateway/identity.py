@@ -59,11 +59,22 @@ def _optional_id(headers: Headers, name: str) -> str | None:
     return validate_id(value, name) if value not in (None, "") else None
 
 
-def read_memory_context(headers: Headers, body: dict[str, Any], default_mode: MemoryMode) -> MemoryContext:
+def body_field(body: dict[str, Any], path: str) -> Any:
+    """A field of the body by its dotted path (``metadata.user_id``); None when absent."""
+    value: Any = body
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def read_memory_context(
+    headers: Headers, body: dict[str, Any], default_mode: MemoryMode, user_field: str = "user"
+) -> MemoryContext:
+    """``user_field``: the body's own user id field, the fallback when no user header is sent
+    (``user`` for OpenAI's APIs, ``metadata.user_id`` for Anthropic's)."""
     user = headers.get(USER_HEADER)
-    if user in (None, "") and isinstance(body.get("user"), str) and body["user"]:
-        user = body["user"]
-        user_field = "user"
+    if user in (None, "") and isinstance(fallback := body_field(body, user_field), str) and fallback:
+        user = fallback
     else:
         user_field = USER_HEADER
     mode = (headers.get(MEMORY_HEADER) or default_mode).strip().lower()

@@ -2,30 +2,19 @@
 
 Counters and histograms are updated as requests flow; queue depth, outbox size and the
 workers' totals (kept in Redis by every worker, see mnemo.job_metrics) are read when
-``GET /metrics`` is scraped.
+``GET /metrics`` is scraped (gateway.metrics_route).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
-from mnemo.job_metrics import DURATION_BUCKETS, JobTotals, read_totals
+from mnemo.job_metrics import DURATION_BUCKETS, SKIP_REASONS, JobTotals
 
-if TYPE_CHECKING:
-    from gateway.services import Services
-
-logger = logging.getLogger(__name__)
-
-SCRAPE_TIMEOUT_S = 0.5
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
 INJECTED_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 25, 50, 100)
@@ -42,6 +31,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("reason",),
     ),
     "mnemo_retrieval_fail_open_total": ("Chats answered without memory because retrieval failed", ("reason",)),
+    "mnemo_memory_status_total": (
+        "Requests by API (chat, responses, messages) and X-Mnemo-Memory-Status (ok, off, skipped:<reason>)",
+        ("api", "status"),
+    ),
     "mnemo_chat_errors_total": ("Chat requests answered with an error, by status", ("status",)),
 }
 
@@ -118,7 +111,9 @@ class ScrapeValues(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("mnemo_outbox_size", "Exchanges waiting in the outbox for Redis", self.outbox_size)
         if self.queue_depth is not None:
-            yield GaugeMetricFamily("mnemo_queue_depth", "Jobs waiting in the arq queue", self.queue_depth)
+            yield GaugeMetricFamily(
+                "mnemo_queue_depth", "Exchanges waiting to be applied (every user's pending list)", self.queue_depth
+            )
         yield GaugeMetricFamily(
             "mnemo_queue_up", "1 when the queue answered this scrape", int(self.queue_depth is not None)
         )
@@ -152,27 +147,14 @@ def worker_families(jobs: JobTotals) -> Iterator[Metric]:
         ("llm_calls", "LLM calls made by applied jobs"),
         ("memories_created", "Memories written by applied jobs"),
         ("memories_invalidated", "Memories invalidated by applied jobs"),
+        ("memories_truncated", "Raw-mode memories stored cut to limits.max_memory_chars"),
     ):
         yield CounterMetricFamily(f"mnemo_worker_{name}", help_text, jobs.counters.get(name, 0.0))
-
-
-async def read_scrape_values(services: Services) -> ScrapeValues:
-    depth: int | None = None
-    jobs: JobTotals | None = None
-    queue_name = services.settings.redis.queue_name
-    try:
-        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
-            pool = await services.queue.pool()
-            depth = int(await pool.zcard(queue_name))
-            jobs = await read_totals(pool, queue_name)
-    except Exception as exc:  # a scrape must answer even while Redis is down
-        logger.debug("metrics: queue not readable: %s", exc)
-    return ScrapeValues(depth, len(services.recorder.outbox), jobs, services.core.store.vector_cache_usage())
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    services: Services = request.state.services
-    scraped = CollectorRegistry(auto_describe=False)
-    scraped.register(await read_scrape_values(services))
-    body = generate_latest(services.metrics.registry) + generate_latest(scraped)
-    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    skipped = CounterMetricFamily(
+        "mnemo_worker_memories_skipped",
+        "Memories exchanges would have created beyond the limits (limits.*), skipped",
+        labels=("reason",),
+    )
+    for reason in SKIP_REASONS:
+        skipped.add_metric([reason], jobs.counters.get(f"memories_skipped:{reason}", 0.0))
+    yield skipped

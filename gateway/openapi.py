@@ -101,6 +101,20 @@ def gateway_paths() -> dict[str, Any]:
                 body=_body(chat, ["model", "messages"]),
             )
         },
+        "/v1/responses": {
+            "post": _op(
+                "OpenAI Responses API with memory in instructions (other fields pass through)",
+                *headers,
+                body=_body({"model": {"type": "string"}, "input": {}, "stream": {"type": "boolean"}}, ["model"]),
+            )
+        },
+        "/v1/messages": {
+            "post": _op(
+                "Anthropic Messages API with memory in system (errors in Anthropic's shape)",
+                *headers,
+                body=_body(chat, ["model", "messages"]),
+            )
+        },
         "/v1/models": {"get": _op("The model table")},
         "/healthz": {"get": _op("Liveness")},
         "/readyz": {"get": _op("Readiness of the store, embedder and queue")},
@@ -130,13 +144,15 @@ def mem0_paths() -> dict[str, Any]:
     }
 
 
-def build_document() -> dict[str, Any]:
+def build_document(memory_prefix: str = "/v1") -> dict[str, Any]:
+    """``memory_prefix``: ``server.memory_api_prefix``, where the memory API's paths are."""
+    memory = {memory_prefix + path.removeprefix("/v1"): ops for path, ops in memory_paths().items()}
     error = {"type": ["string", "null"]}
     error_object = {"message": {"type": "string"}, "type": {"type": "string"}, "param": error, "code": error}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Mnemo", "version": "1", "description": "OpenAI-compatible memory gateway"},
-        "paths": {**gateway_paths(), **memory_paths(), **mem0_paths()},
+        "paths": {**gateway_paths(), **memory, **mem0_paths()},
         "components": {
             "schemas": {
                 "Error": {
@@ -155,4 +171,4 @@ def build_document() -> dict[str, Any]:
 
 
 async def openapi_document(request: Request) -> JSONResponse:
-    return JSONResponse(build_document())
+    return JSONResponse(build_document(request.state.services.settings.server.memory_api_prefix))

@@ -1,9 +1,10 @@
 """Counting every request and timing chats, and marking chats in flight (``Core.activity``):
 a pure ASGI middleware (safe on streaming routes).
 
-The route label is the matched route's template (``/v1/memories/{memory_id}``), never the raw
-path, and the model label is the model table row that served the chat (a configured name, or
-``*``), never the client's string: label values stay a small, fixed set.
+The route label is the matched route's full template (``/v1/memories/{memory_id}``,
+``/mem0/v1/memories/{memory_id}/``; see gateway.route_labels), never the raw path, and the
+model label is the model table row that served the chat (a configured name, or ``*``), never
+the client's string: label values stay a small, fixed set.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import Metrics
+from gateway.route_labels import RouteLabels
 from gateway.upstream import ModelTable
 
-CHAT_ROUTE = "/v1/chat/completions"
+# The three doors that run the memory loop: each is a chat for the in-process worker (it yields
+# while one is in flight) and for the time-to-first-token and duration histograms.
+CHAT_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages"})
 # Set on request.state by the chat handler, read back here once the response is done.
 MODEL_STATE_KEY = "metrics_model"
 STREAM_STATE_KEY = "metrics_stream"
@@ -26,6 +30,7 @@ STREAM_STATE_KEY = "metrics_stream"
 class RequestMetrics:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.labels = RouteLabels()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,13 +44,13 @@ class RequestMetrics:
             await send(message)
 
         try:
-            if scope.get("path") == CHAT_ROUTE and (services := (scope.get("state") or {}).get("services")):
+            if scope.get("path") in CHAT_ROUTES and (services := (scope.get("state") or {}).get("services")):
                 with services.core.activity.chat():  # the in-process worker yields meanwhile
                     await self.app(scope, receive, timed_send)
             else:
                 await self.app(scope, receive, timed_send)
         finally:
-            record(scope, timing, started)
+            record(scope, timing, started, self.labels)
 
 
 class ResponseTiming:
@@ -60,17 +65,16 @@ class ResponseTiming:
             self.first_byte = time.perf_counter()
 
 
-def record(scope: Scope, timing: ResponseTiming, started: float) -> None:
+def record(scope: Scope, timing: ResponseTiming, started: float, labels: RouteLabels) -> None:
     state: dict[str, Any] = scope.get("state") or {}
     services = state.get("services")
     if services is None:  # the lifespan did not run (or failed): nothing to count into
         return
     metrics: Metrics = services.metrics
-    route = scope.get("route")
-    template = getattr(route, "path", None) or "unmatched"
+    template = labels.label(scope)
     model = str(state.get(MODEL_STATE_KEY) or "")
     metrics.inc("mnemo_requests_total", method=scope["method"], model=model, route=template, status=str(timing.status))
-    if template == CHAT_ROUTE and timing.status == 200:
+    if template in CHAT_ROUTES and timing.status == 200:
         ended = time.perf_counter()
         first = timing.first_byte or ended
         metrics.observe_chat(

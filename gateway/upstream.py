@@ -2,14 +2,15 @@
 
 OpenAI-compatible upstreams get the client's body relayed byte for byte through httpx (the
 fast path). Any other provider goes through litellm, which translates to and from OpenAI's
-format; litellm is imported only when such a route is first used.
+format; litellm is imported only when such a route is first used. The same relay, at another
+:class:`Endpoint`, serves the Responses API and Anthropic-compatible Messages upstreams.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,6 +86,26 @@ def outgoing_headers(route: Route, client_headers: Mapping[str, str]) -> dict[st
     return headers
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a relayed body goes: ``path`` on the route's configured base_url (or ``default_base_url``,
+    a constant of the API, never the client's), with the headers ``headers`` builds for it."""
+
+    path: str
+    headers: Callable[[Route, Mapping[str, str]], dict[str, str]] = outgoing_headers
+    default_base_url: str | None = None
+
+    def url(self, route: Route) -> str:
+        base_url = route.base_url or self.default_base_url
+        if not base_url:
+            raise GatewayError(500, f"model {route.public_name} has no base_url configured", type="server_error")
+        return base_url.rstrip("/") + self.path
+
+
+CHAT_COMPLETIONS = Endpoint("/chat/completions")
+RESPONSES = Endpoint("/responses")
+
+
 class HttpxStream:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
@@ -104,16 +125,21 @@ class OpenAICompatibleUpstream:
     caller's own headers, follows no redirects and keeps no cookies, and cost ~0.15 ms of CPU a
     request (~20% of an instant upstream call, measured on uvloop)."""
 
-    def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport, endpoint: Endpoint = CHAT_COMPLETIONS
+    ) -> None:
         self._client = client
         self._transport = transport
+        self._endpoint = endpoint
+
+    def at(self, endpoint: Endpoint) -> OpenAICompatibleUpstream:
+        """The same relay (client, transport, pool) for another API: Responses, Anthropic Messages."""
+        return OpenAICompatibleUpstream(self._client, self._transport, endpoint)
 
     def _request(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> httpx.Request:
-        if not route.base_url:
-            raise GatewayError(500, f"model {route.public_name} has no base_url configured", type="server_error")
-        url = route.base_url.rstrip("/") + "/chat/completions"
+        url = self._endpoint.url(route)
         content = json.dumps({**body, "model": route.provider_model}, ensure_ascii=False).encode()
-        return self._client.build_request("POST", url, content=content, headers=outgoing_headers(route, headers))
+        return self._client.build_request("POST", url, content=content, headers=self._endpoint.headers(route, headers))
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         response = await self._transport.handle_async_request(request)

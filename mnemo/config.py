@@ -35,6 +35,39 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above it)."
     )
+    # Slow and greedy clients: uvicorn alone holds a connection that never finishes its headers or its
+    # body for ever, accepts connections up to the open-files limit, and parses bodies without a memory bound.
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a client has to send a request's line and headers, from connecting (or from the "
+        "first byte of its next request on a kept-alive connection); then 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest stall of a request body once its headers arrived; then 408 (when nothing was "
+        "answered yet) and the connection is closed. Also the allowance before body_min_bytes_per_s applies.",
+    )
+    body_min_bytes_per_s: int = Field(
+        default=16 * 1024,
+        ge=0,
+        description="Slowest average rate a request body may arrive at, beyond body_timeout_s of allowance: a body "
+        "trickled slower is cut like a stalled one, however short its stalls (0: stalls only).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Most open client connections, kept-alive ones included; a connection beyond them is answered "
+        "503 server_busy with Retry-After as soon as its headers arrive, then closed.",
+    )
+    max_bytes_in_flight: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Memory budget of the JSON bodies in flight, each charged an estimate of its parsed size (8 per "
+        "byte plus 160 per JSON value) from its first byte until its response has ended; a request that does not "
+        "fit gets 429 server_busy with Retry-After (one larger than the whole budget runs alone).",
+    )
     # An idle limit, not a total: long generations may stream for minutes.
     upstream_timeout_s: float = Field(
         default=600.0,
@@ -52,6 +85,27 @@ class ServerSettings(_Section):
         default=False,
         description="Allow a non-loopback host without auth keys (the API is then open to anyone).",
     )
+    # Every other OpenAI endpoint (embeddings, files, audio, ...) relayed untouched: "change the base URL only".
+    passthrough: bool = Field(
+        default=True,
+        description="Relay every /v1/* request Mnemo does not serve itself to the upstream unchanged (no memory).",
+    )
+    passthrough_model: str | None = Field(
+        default=None,
+        description="The model entry serving pass-through requests that name no JSON `model` (multipart uploads, "
+        "GETs); unset: the '*' entry.",
+    )
+    max_passthrough_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="Largest pass-through request body, streamed (never held in memory); 413 above it.",
+    )
+    memory_api_prefix: str = Field(
+        default="/v1",
+        pattern=r"^(/[A-Za-z0-9_-]+)+$",
+        description="Path prefix of the memory API (/memories, /users, /events, /requests); move it (e.g. "
+        "/mnemo/v1) when the upstream serves the same paths.",
+    )
 
 
 class ModelRoute(_Section):
@@ -61,7 +115,9 @@ class ModelRoute(_Section):
     provider: str = Field(default="openai", description="'openai' (any OpenAI-compatible API) or a litellm provider.")
     model: str | None = Field(default=None, description="Provider's model name; defaults to the public name.")
     base_url: str | None = Field(
-        default=None, description="The provider's API base URL (for provider=openai, any OpenAI-compatible /v1)."
+        default=None,
+        description="The provider's API base URL: for provider=openai, any OpenAI-compatible /v1; for "
+        "provider=anthropic, the host root (/v1/messages is appended; default https://api.anthropic.com).",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -239,6 +295,40 @@ class WorkerSettings(_Section):
     )
 
 
+class LimitSettings(_Section):
+    """Bounds on what one request or one user can write, so no client can flood the store or the worker."""
+
+    max_memories_per_exchange: int = Field(
+        default=20,
+        ge=1,
+        description="Most memories one exchange creates: in raw mode the newest user messages of its turn are "
+        'kept; the rest are skipped and counted (mnemo_worker_memories_skipped_total{reason="per_exchange"}).',
+    )
+    max_facts_per_exchange: int = Field(
+        default=20,
+        ge=1,
+        description="llm mode: most facts taken from one extraction answer (the first ones); the rest are skipped "
+        "and counted like max_memories_per_exchange.",
+    )
+    max_messages_per_write: int = Field(
+        default=100, ge=1, description="Most `messages` in one POST /v1/memories or mem0 add (400 above it)."
+    )
+    max_memory_chars: int = Field(
+        default=4000,
+        ge=100,
+        description="Longest memory text. A longer raw-mode user message is stored cut to this length "
+        "(mnemo_worker_memories_truncated_total); a longer fact or message sent to the API for storing "
+        "verbatim is a 400.",
+    )
+    memories_per_user_per_minute: int = Field(
+        default=300,
+        ge=0,
+        description="Most memories written per user per minute (fixed one-minute windows, counted in Redis; "
+        "chat exchanges count in the minute they completed). Over it the worker skips the excess "
+        '(reason="rate_limited") and the Memory API answers 429 with Retry-After. 0: no limit.',
+    )
+
+
 class TenantSettings(_Section):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,63}$",
@@ -296,7 +386,15 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     extraction: ExtractionSettings = ExtractionSettings()
     worker: WorkerSettings = WorkerSettings()
+    limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _passthrough_model_is_listed(self) -> Settings:
+        name = self.server.passthrough_model
+        if name is not None and name not in {route.name for route in self.models}:
+            raise ValueError(f"server.passthrough_model {name!r} names no entry of `models`")
+        return self
 
     @property
     def data_path(self) -> Path:

@@ -39,6 +39,10 @@ VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 VOCAB_PATH = Path(__file__).parent / "assets" / "minilm-vocab.txt"
 # sentence-transformers truncates all-MiniLM-L6-v2 at 256 word pieces.
 MAX_TOKENS = 256
+# The tokenizer splits a whole text before truncation keeps MAX_TOKENS pieces: a 1 MB user message
+# (a chat's query) cost ~120 MB of tokens on the way, outside any request budget. 256 pieces of any
+# real text (~4 characters each in English) lie well within this, so cutting first changes no vector.
+MAX_TEXT_CHARS = 32 * MAX_TOKENS
 # Padding a batch to its longest text costs more than it saves beyond this many rows.
 MAX_ROWS_PER_RUN = 64
 QUERY_CACHE_SIZE = 2048
@@ -161,7 +165,7 @@ class LocalOnnxEmbedder:
         return np.concatenate(runs)
 
     def _encode_run(self, session: Any, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch([text[:MAX_TEXT_CHARS] for text in texts])
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -182,6 +186,7 @@ class LocalOnnxEmbedder:
         return await (self._background if background else self._memories).submit(list(texts))
 
     async def embed_query(self, text: str) -> list[float]:
+        text = text[:MAX_TEXT_CHARS]  # also what the cache keeps: never a whole long message
         cached = self._cache.get(text)
         if cached is not None:
             self._cache.move_to_end(text)

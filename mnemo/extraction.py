@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MAX_FACT_CHARS = 1000
 CONTEXT_MESSAGES = 4
+# Each message (and the reply) is shown to the extraction model at most this long: a 9 MB paste
+# must not become a 9 MB prompt (over any context window, so the job would fail, or very costly).
+EXCERPT_MESSAGE_CHARS = 20_000
 
 DecisionAction = Literal["ADD", "UPDATE", "DELETE", "NONE"]
 
@@ -76,8 +79,8 @@ def render_excerpt(exchange: Exchange) -> str:
     """Recent context plus the new turn and the reply, each line a JSON string so that no
     message text can close the <conversation> delimiter."""
     history = [m for m in exchange.messages if m.role in ("user", "assistant") and m.content.strip()]
-    lines = [f"{m.role}: {quote_text(m.content)}" for m in history[-CONTEXT_MESSAGES:]]
-    lines.append(f"assistant: {quote_text(exchange.reply)}")
+    lines = [f"{m.role}: {quote_text(m.content[:EXCERPT_MESSAGE_CHARS])}" for m in history[-CONTEXT_MESSAGES:]]
+    lines.append(f"assistant: {quote_text(exchange.reply[:EXCERPT_MESSAGE_CHARS])}")
     when = exchange.completed_at.date().isoformat()
     return f"Conversation date: {when}\n<conversation>\n" + "\n".join(lines) + "\n</conversation>"
 

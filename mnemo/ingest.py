@@ -2,6 +2,11 @@
 
 Every id written here is derived from the exchange's request id, so running the same
 exchange twice writes the same points and events instead of duplicates.
+
+What one exchange can write is bounded (``limits`` settings): at most so many memories per
+exchange, each raw memory at most so long, and at most so many per user per minute
+(mnemo.write_quota). The excess is skipped, never an error: the chat was answered long ago,
+and failing the job would only retry it. Each skip is logged and counted in the worker metrics.
 """
 
 from __future__ import annotations
@@ -10,14 +15,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from mnemo.config import LimitSettings
 from mnemo.embedding import Embedder
 from mnemo.extraction import Decision, Extractor, LLMUsage, answered_message, new_user_turn
+from mnemo.job_metrics import record_skipped
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
 from mnemo.store import MemoryStore
 from mnemo.store.keywords import context_line
+from mnemo.write_quota import WriteQuota
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,12 @@ class IngestResult:
     created: list[str] = field(default_factory=list)
     invalidated: list[str] = field(default_factory=list)
     usage: LLMUsage = field(default_factory=LLMUsage)
+    skipped: dict[str, int] = field(default_factory=dict)  # memories not written, by reason
+    truncated: int = 0  # raw memories stored cut to limits.max_memory_chars
+
+    def skip(self, reason: str, count: int) -> None:
+        if count > 0:
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
 
 
 class MemoryWriter:
@@ -42,12 +56,22 @@ class MemoryWriter:
         extractor: Extractor | None,
         default_mode: Literal["raw", "llm"],
         similar_limit: int = 5,
+        *,
+        limits: LimitSettings | None = None,
+        redis: Any = None,
+        queue_name: str = "",
     ) -> None:
+        """``redis`` (the worker's) holds the per-user write quota and the skip counters of
+        ``queue_name``'s metrics; without it (unit tests) there is no per-user quota."""
         self.store = store
         self.embedder = embedder
         self.extractor = extractor
         self.default_mode = default_mode
         self.similar_limit = similar_limit
+        self.limits = limits or LimitSettings()
+        self.redis = redis
+        self.queue_name = queue_name
+        self.quota = WriteQuota(redis, self.limits.memories_per_user_per_minute) if redis is not None else None
 
     def mode_for(self, exchange: Exchange) -> Literal["raw", "llm"]:
         mode = exchange.extraction_mode or self.default_mode
@@ -58,25 +82,90 @@ class MemoryWriter:
 
     async def process(self, exchange: Exchange) -> IngestResult:
         result = IngestResult(mode=self.mode_for(exchange))
+        await self._process(exchange, result)
+        # Reported once the job went through: a try that fails is retried and skips again.
+        await self._report_skips(exchange, result)
+        return result
+
+    async def _process(self, exchange: Exchange, result: IngestResult) -> None:
         if result.mode == "llm" and self.extractor is not None:
-            facts = await self.extractor.extract(exchange, result.usage)
+            facts = _unique(await self.extractor.extract(exchange, result.usage))
+            facts = self._capped(result, facts, self.limits.max_facts_per_exchange, keep="first")
         else:
-            facts = [m.content.strip() for m in new_user_turn(exchange.messages)]
+            facts = _unique([m.content.strip() for m in new_user_turn(exchange.messages)])
+            # What is new in this exchange, but never unbounded: a client replaying a transcript as
+            # thousands of user messages gets its newest ones (the nearest the reply) remembered.
+            facts = self._capped(result, facts, self.limits.max_memories_per_exchange, keep="last")
+            facts = _unique(self._cut(result, facts))
             exchange = with_reply_context(exchange)
-        unique: dict[str, str] = {}
-        for fact in facts:
-            unique.setdefault(text_hash(fact), fact)
-        facts = [fact for fact in unique.values() if fact]
         result.facts = len(facts)
         facts = await self._not_yet_known(exchange, facts, result.mode)
         result.restated = result.facts - len(facts)
+        if facts and result.mode == "raw":
+            # Each raw fact is one new memory: take the quota before paying for the embeddings.
+            granted = await self._take_quota(exchange, len(facts))
+            result.skip("rate_limited", len(facts) - granted)
+            facts = facts[len(facts) - granted :]
         if not facts:
-            return result
+            return
         vectors = await self.embedder.embed([_indexed(exchange, fact) for fact in facts], background=True)
         existing = await self._similar(exchange.scope, vectors) if result.mode == "llm" else []
         decisions = await self._decide(result, facts, existing)
-        await self._apply(exchange, result, facts, vectors, existing, decisions)
-        return result
+        dropped = await self._over_budget(exchange, result, decisions, existing) if result.mode == "llm" else set()
+        await self._apply(exchange, result, facts, vectors, existing, decisions, dropped)
+
+    def _capped(self, result: IngestResult, facts: list[str], limit: int, keep: Literal["first", "last"]) -> list[str]:
+        result.skip("per_exchange", len(facts) - limit)
+        if len(facts) <= limit:
+            return facts
+        return facts[:limit] if keep == "first" else facts[len(facts) - limit :]
+
+    def _cut(self, result: IngestResult, facts: list[str]) -> list[str]:
+        """Raw memories at most ``max_memory_chars`` long: a 9 MB message is kept as its start,
+        not as one 9 MB memory to embed, index and inject (the start says what it is about)."""
+        limit = self.limits.max_memory_chars
+        result.truncated += sum(1 for fact in facts if len(fact) > limit)
+        return [fact if len(fact) <= limit else fact[:limit].rstrip() for fact in facts]
+
+    async def _take_quota(self, exchange: Exchange, wanted: int) -> int:
+        """How many of ``wanted`` new memories the user's per-minute quota allows. The window is
+        the minute the exchange completed; a retried job is granted what its first try was."""
+        if self.quota is None:
+            return wanted
+        scope, at = exchange.scope, exchange.completed_at
+        return await self.quota.take(scope.user_id, wanted, at, request_id=exchange.request_id)
+
+    async def _over_budget(
+        self, exchange: Exchange, result: IngestResult, decisions: list[Decision], existing: list[Memory]
+    ) -> set[int]:
+        """The decisions (by index) whose new memory is not written: past the per-exchange cap
+        (a model may answer many ADDs for one fact), then past the user's quota."""
+        writes = [
+            number
+            for number, decision in enumerate(decisions)
+            if decision.action in ("ADD", "UPDATE")
+            and decision.text
+            and not _own_earlier_write(exchange, existing, decision)
+        ]
+        allowed = writes[: self.limits.max_memories_per_exchange]
+        result.skip("per_exchange", len(writes) - len(allowed))
+        granted = await self._take_quota(exchange, len(allowed)) if allowed else 0
+        result.skip("rate_limited", len(allowed) - granted)
+        return set(writes) - set(allowed[:granted])
+
+    async def _report_skips(self, exchange: Exchange, result: IngestResult) -> None:
+        if not result.skipped and not result.truncated:
+            return
+        logger.warning(
+            "exchange %s: %s; %d truncated to limits.max_memory_chars=%d",
+            exchange.request_id,
+            ", ".join(f"{count} memories skipped ({reason})" for reason, count in sorted(result.skipped.items()))
+            or "nothing skipped",
+            result.truncated,
+            self.limits.max_memory_chars,
+        )
+        if self.redis is not None:
+            await record_skipped(self.redis, self.queue_name, result.skipped, result.truncated)
 
     async def _not_yet_known(self, exchange: Exchange, facts: list[str], mode: Literal["raw", "llm"]) -> list[str]:
         """The facts that are not, word for word (up to case and spacing), a memory the user already
@@ -116,6 +205,7 @@ class MemoryWriter:
         vectors: list[list[float]],
         existing: list[Memory],
         decisions: list[Decision],
+        dropped: set[int],
     ) -> None:
         model = self.extractor.model if result.mode == "llm" and self.extractor else RAW_MODEL
         at = exchange.completed_at
@@ -125,8 +215,8 @@ class MemoryWriter:
         for number, decision in enumerate(decisions):
             key = (exchange.request_id, str(number))
             old = existing[decision.target] if decision.target is not None else None
-            if old is not None and old.source_request_id == exchange.request_id:
-                continue  # a replayed job seeing its own earlier write: already applied
+            if number in dropped or _own_earlier_write(exchange, existing, decision):
+                continue  # over the limits, or a replayed job seeing its own earlier write (already applied)
             if decision.action in ("ADD", "UPDATE") and decision.text:
                 memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old)
                 new_memories.append(memory)
@@ -149,6 +239,20 @@ class MemoryWriter:
         await self.store.add_events(events)
         result.created = [m.id for m in new_memories]
         result.invalidated = [old.id for old, _ in invalidations]
+
+
+def _unique(facts: list[str]) -> list[str]:
+    """Non-empty facts, each once (up to case and spacing), in order."""
+    unique: dict[str, str] = {}
+    for fact in facts:
+        if fact:
+            unique.setdefault(text_hash(fact), fact)
+    return list(unique.values())
+
+
+def _own_earlier_write(exchange: Exchange, existing: list[Memory], decision: Decision) -> bool:
+    old = existing[decision.target] if decision.target is not None else None
+    return old is not None and old.source_request_id == exchange.request_id
 
 
 def with_reply_context(exchange: Exchange) -> Exchange:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,31 @@ async def record_job(redis: Any, queue_name: str, record: JobRecord) -> None:
             await redis.eval(RECORD_SCRIPT, 1, key, f"{record.duration_s:.9f}", *pairs)
     except Exception as exc:  # a metrics write must never turn a done job into a retried one
         logger.warning("could not record job metrics: %s", exc)
+
+
+# Memories a job did not write as asked, by why (mnemo.ingest): fields "memories_skipped:<reason>"
+# and "memories_truncated". Recorded by the writer itself, apart from the job's record.
+SKIP_REASONS = ("per_exchange", "rate_limited")
+ADD_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+
+async def record_skipped(redis: Any, queue_name: str, skipped: Mapping[str, int], truncated: int = 0) -> None:
+    """Add one exchange's skipped (by reason) and truncated memories; best effort, like record_job."""
+    fields = [(f"memories_skipped:{reason}", count) for reason, count in skipped.items() if count]
+    fields += [("memories_truncated", truncated)] if truncated else []
+    if not fields:
+        return
+    key = JOB_METRICS_KEY.format(queue_name=queue_name)
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await redis.eval(ADD_SCRIPT, 1, key, *[part for pair in fields for part in pair])
+    except Exception as exc:  # a metrics write must never fail the job
+        logger.warning("could not record skipped memories: %s", exc)
 
 
 def parse_totals(raw: dict[bytes, bytes] | dict[str, str]) -> JobTotals:

@@ -1,8 +1,8 @@
-"""The queue contract between gateway and worker: job name, payload schema, job ids.
+"""The queue contract between gateway and worker: the exchange's payload schema and its enqueue.
 
-The gateway enqueues by :data:`JOB_NAME`; it never imports worker code. Payloads are JSON
-with a ``schema_version``, never pickles of our classes, and arq's job records are JSON too
-(:func:`dump_job_record`), so one Lua script can write a job.
+The gateway appends each exchange to its user's pending list (mnemo.user_order); it never
+imports worker code. Payloads are JSON with a ``schema_version``, never pickles of our classes,
+and arq's job records are JSON too (:func:`dump_job_record`), so a Lua script can write a job.
 """
 
 from __future__ import annotations
@@ -11,61 +11,24 @@ import asyncio
 import json
 import logging
 import pickle
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from pydantic import BaseModel, Field
 
 from mnemo.config import Settings
 from mnemo.errors import QueueError
 from mnemo.models import Scope
+from mnemo.user_order import UserOrder, epoch_ms
 
 logger = logging.getLogger(__name__)
 
-JOB_NAME = "process_exchange"
 SCHEMA_VERSION = 1
-# Per-user order: the gateway numbers each user's exchanges as Redis accepts them; the worker
-# applies number N only after N-1 (see workers/ordering.py).
-SEQUENCE_KEY = "mnemo:seq:{user_id}"
-APPLIED_SEQUENCE_KEY = "mnemo:applied-seq:{user_id}"
-APPLIED_AT_KEY = "mnemo:applied-at:{user_id}"  # when applied-seq last moved (unix seconds)
-# Which job carries each of a user's numbers not yet applied, so a job waiting for number N-1
-# can tell whether that job is coming (workers.ordering.predecessor_coming).
-SEQUENCE_JOBS_KEY = "mnemo:seq-jobs:{user_id}"
-SEQUENCE_JOBS_TTL_S = 7 * 24 * 3600
-# The queue score of the user's latest job: the next one's is strictly higher, so a user's jobs
-# never tie (arq would order tied jobs by id, not by number).
-SEQUENCE_SCORE_KEY = "mnemo:seq-score:{user_id}"
-# Enqueue in one round trip, atomically: skip a job id already queued or finished (arq's rule),
-# number the exchange, note which job carries the number, and write and queue the arq job with
-# the number as its `sequence` argument. The score (ms, to the microsecond) comes from Redis's
-# clock and is strictly above the user's previous one, so a user's jobs sit in the queue in
-# number order, untied, whichever gateway replica enqueued them. A seventh key is a side note
-# (SideNote) written first, also for an exchange already queued: the same note again.
-ENQUEUE_SCRIPT = """
-if #KEYS == 7 then
-  redis.call('HSET', KEYS[7], unpack(ARGV, 7))
-  redis.call('EXPIRE', KEYS[7], ARGV[6])
-end
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local now = redis.call('TIME')
-local score = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
-local last = tonumber(redis.call('GET', KEYS[6]) or '0')
-if score <= last then score = last + 0.001 end
-local at = string.format('%.3f', score)
-redis.call('SET', KEYS[6], at, 'EX', ARGV[2])
-local n = redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[5], n, ARGV[1])
-redis.call('EXPIRE', KEYS[5], ARGV[2])
-local record = ARGV[4] .. n .. ARGV[5] .. string.format('%d', math.floor(score)) .. '}'
-redis.call('PSETEX', KEYS[1], ARGV[3], record)
-redis.call('ZADD', KEYS[3], at, ARGV[1])
-return n
-"""
+# The enqueue is one script (mnemo.user_order.ENQUEUE_SCRIPT): append the exchange to its user's
+# list, de-duplicated by request id, and queue a drain of the user unless one is claimed.
 
 
 @dataclass(frozen=True)
@@ -99,7 +62,6 @@ class Exchange(BaseModel):
     completed_at: datetime
     extraction_mode: Literal["raw", "llm"] | None = Field(default=None, description="Per-request override.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Copied onto every memory it creates.")
-    sequence: int | None = Field(default=None, description="The user's exchange number, set when enqueued.")
 
 
 def exchange_job_id(request_id: str) -> str:
@@ -131,18 +93,18 @@ def load_job_record(raw: bytes) -> Any:
     return json.loads(raw) if raw[:1] == b"{" else pickle.loads(raw)
 
 
-def job_record_parts(payload: str) -> tuple[str, str]:
-    """The JSON arq job record around its two values only Redis knows at enqueue time: the
-    sequence number, then the enqueue time (ms), as ENQUEUE_SCRIPT joins them."""
-    head = json.dumps({"t": None, "f": JOB_NAME, "a": [payload]}, separators=(",", ":"))[:-1]
-    return head + ',"k":{"sequence":', '},"et":'
-
-
-def decode_job(payload: str | dict[str, Any], sequence: int | None) -> Exchange:
-    """The exchange a job carries, with the number the enqueue script gave it (jobs queued by
-    earlier versions carry it inside the payload and no ``sequence`` argument)."""
-    exchange = decode_exchange(payload)
-    return exchange if sequence is None else exchange.model_copy(update={"sequence": sequence})
+async def enqueue_exchange(redis: Any, order: UserOrder, exchange: Exchange, note: SideNote | None = None) -> int:
+    fields = None
+    if note is not None and note.fields:
+        fields = (note.key, note.ttl_s, [part for pair in note.fields.items() for part in pair])
+    return await order.enqueue(
+        redis,
+        exchange.scope.user_id,
+        exchange.request_id,
+        encode_exchange(exchange),
+        epoch_ms(exchange.started_at.timestamp()),
+        fields,
+    )
 
 
 def redis_settings(settings: Settings, unix_socket_path: str | None = None) -> RedisSettings:
@@ -170,6 +132,7 @@ class ExchangeQueue:
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pool: ArqRedis | None = None
+        self.order = UserOrder(prefix=queue_name, queue_name=queue_name)
 
     @classmethod
     async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:
@@ -190,33 +153,28 @@ class ExchangeQueue:
                 raise QueueError(f"cannot connect to redis: {exc}") from exc
         return self._pool
 
-    async def enqueue(self, exchange: Exchange, note: SideNote | None = None) -> str:
-        """Enqueue and return the job id; a duplicate of an already queued exchange is a no-op
-        (but for its ``note``, written either way)."""
-        job_id = exchange_job_id(exchange.request_id)
-        user_id = exchange.scope.user_id
-        keys = [
-            job_key_prefix + job_id,
-            result_key_prefix + job_id,
-            self._queue_name,
-            SEQUENCE_KEY.format(user_id=user_id),
-            SEQUENCE_JOBS_KEY.format(user_id=user_id),
-            SEQUENCE_SCORE_KEY.format(user_id=user_id),
-        ]
-        head, middle = job_record_parts(encode_exchange(exchange))
-        args = [job_id, str(SEQUENCE_JOBS_TTL_S), str(expires_extra_ms), head, middle]
-        if note is not None and note.fields:
-            keys.append(note.key)
-            args += [str(note.ttl_s), *(part for pair in note.fields.items() for part in pair)]
+    async def enqueue(self, exchange: Exchange, note: SideNote | None = None) -> int:
+        """Append the exchange to its user's list: 1 when queued, 0 for a duplicate of a request
+        id already queued or applied, -1 when the user was erased after the exchange started (the
+        exchange and its ``note`` are dropped). The note is written for a duplicate too."""
         pool = await self.pool()
         try:
             # A hung Redis must not hold a finished response open.
             async with asyncio.timeout(self._timeout_s):
-                script = pool.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)
-                await cast(Awaitable[Any], script)  # redis-py types eval sync-or-async
+                return await enqueue_exchange(pool, self.order, exchange, note)
         except Exception as exc:
             raise QueueError(f"enqueue failed: {exc}") from exc
-        return job_id
+
+    async def note(self, user_id: str, started_ms: int, note: SideNote) -> bool:
+        """Write a side note on its own, unless the user was erased after ``started_ms``."""
+        pool = await self.pool()
+        fields = [part for pair in note.fields.items() for part in pair]
+        return await self.order.note(pool, user_id, started_ms, note.key, note.ttl_s, fields)
+
+    async def erase(self, user_id: str) -> bool:
+        """Stamp the user's erasure and drop their pending exchanges; False while a drain still
+        writes an earlier exchange (see mnemo.user_order.UserOrder.erase)."""
+        return await self.order.erase(await self.pool(), user_id)
 
     async def ping(self) -> None:
         pool = await self.pool()

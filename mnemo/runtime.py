@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from mnemo.activity import ChatActivity
 from mnemo.config import Settings
 from mnemo.embedding import Embedder, build_embedder
-from mnemo.store import MemoryStore, StoreIdentity, build_store
+from mnemo.store import MemoryStore, StoreIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,27 @@ class Core:
     async def close(self) -> None:
         await self.store.close()
         await self.embedder.close()
+
+
+def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
+    """The configured store; the backends are imported here, so the store contract
+    (mnemo.store.base) imports none of them."""
+    from mnemo.store.hybrid import HybridOptions
+
+    options = HybridOptions.from_settings(settings.memory)
+    if settings.store.kind == "edge":
+        from mnemo.store.dense_cache import DenseCache
+        from mnemo.store.edge import EdgeMemoryStore
+
+        store = settings.store
+        cache = None  # turned off: searches do not even count a user's memories
+        if store.vector_cache_min_memories and store.vector_cache_mb:
+            budget = store.vector_cache_mb * 2**20
+            cache = DenseCache(identity.dimension, min_memories=store.vector_cache_min_memories, max_bytes=budget)
+        return EdgeMemoryStore(settings.data_path / "qdrant-edge", store.collection, identity, options, cache)
+    from mnemo.store.server import QdrantServerMemoryStore
+
+    return QdrantServerMemoryStore(settings.store, identity, options)
 
 
 async def open_core(settings: Settings) -> Core:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import sys
 from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from mnemo.errors import ConfigError
 from mnemo.llm import import_litellm, uses_litellm
 from mnemo.queue import redis_settings
 from mnemo.runtime import Core, open_core
+from mnemo_cli.protocol import ConnectionLimits, limited_protocol
 from workers.settings import build_worker
 
 logger = logging.getLogger("mnemo")
@@ -58,15 +60,44 @@ def run_on_loop(main: Coroutine[Any, Any, T], choice: str) -> T:
 
 def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings | None) -> uvicorn.Server:
     app = create_app(settings, core=core, redis=redis)
+    raise_open_files_limit(2 * settings.server.max_connections + FILES_HEADROOM)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
+        http=limited_protocol(ConnectionLimits.of(settings.server)),
+        ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
     )
     return GatewayServer(config)
+
+
+# Descriptors besides client connections: the store, Redis, logs, the embedder's files.
+FILES_HEADROOM = 256
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Each client connection may hold an upstream one, so max_connections needs about twice as
+    many descriptors; a soft limit of 1024 (a common default) would run out first, failing
+    accepts and the store's and Redis's own files. Raise it as far as the hard limit allows."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logger.warning(
+            "open-files limit %d is below the %d that server.max_connections needs; lower it or raise the limit",
+            target,
+            wanted,
+        )
 
 
 def warn_if_exposed(settings: Settings) -> None:

@@ -22,11 +22,13 @@ from mnemo.config import Settings
 from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
 from mnemo.llm import build_llm, stop_litellm_background
-from mnemo.queue import JOB_NAME, dump_job_record, load_job_record
+from mnemo.queue import dump_job_record, load_job_record
 from mnemo.runtime import Core, open_core
-from workers.jobs import USER_LOCK_WAIT_S
-from workers.metrics import measured_process_exchange
-from workers.ordering import MAX_DEFERRALS, ORDER_WAIT_S, TurnSignals
+from mnemo.store import MemoryStore
+from mnemo.user_order import DRAIN_JOB, SWEEP_S, UserOrder
+from workers.drain import drain_user, sweep_forever
+from workers.intake import catching_up, job_intake, lag_seconds
+from workers.legacy import LEGACY_JOB, process_exchange
 from workers.waits import JobWaits, WaitCountingLLM
 
 logger = logging.getLogger(__name__)
@@ -36,11 +38,13 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # ConnectionError. arq catches the WatchError of a failed EXEC itself (another worker claimed
 # the job), so one reaching the poll loop means the claim's connection died.
 LOST_REDIS = (*REDIS_DOWN, WatchError)
-MAX_REDIS_BACKOFF_S = 5.0
+MAX_REDIS_BACKOFF_S = 1.0  # polling a lost Redis once a second costs nothing and resumes work at once
 # The worker waits for Redis at start-up instead of dying: under ``mnemo up`` it is a task
 # beside the gateway, and nothing would start it again.
 STARTUP_CONN_RETRIES = 1_000_000
-USER_LOCK_MARGIN_S = 5.0
+# A drain hands its user to a new job after this long (or a third of the job timeout), so one
+# user's backlog shares the worker's slots with other users' exchanges.
+DRAIN_BUDGET_S = 30.0
 
 
 class ResilientWorker(Worker):
@@ -66,18 +70,16 @@ class ResilientWorker(Worker):
         self._lag_s = 0.0  # how long the job started last had been due before it started
 
     def _yield_to_chats(self) -> None:
-        """Sharing the gateway's process (``mnemo up``), while chats are in flight start a job
-        only when every running job is waiting (on its LLM, its turn or its user's lock), one per
-        poll; with no chat in flight, up to ``max_jobs``. The worker's CPU work then fills the
-        gateway's idle time instead of adding to chat latency, and jobs waiting on an LLM still
-        overlap, so extraction keeps pace with a gateway that is never idle."""
+        """Under ``mnemo up``, yield the CPU to chats in flight (workers.intake)."""
         if self._activity is None:
             return
-        busy = self._activity.busy
-        # Running jobs stay at the head of the queue until they finish: reading one more than
-        # are running reaches the next job (reading 1 would only ever find the running one).
-        self.queue_read_limit = self.job_counter + 1 if busy else self._read_limit
-        self.allow_pick_jobs = not busy or self.job_counter <= self._waits.waiting
+        intake = job_intake(
+            chats_in_flight=self._activity.busy,
+            running=self.job_counter,
+            waiting=self._waits.waiting,
+            full_read_limit=self._read_limit,
+        )
+        self.queue_read_limit, self.allow_pick_jobs = intake.read_limit, intake.allow_pick
 
     async def _poll_iteration(self) -> None:
         try:
@@ -112,11 +114,11 @@ class ResilientWorker(Worker):
 
     def _catching_up(self) -> bool:
         busy = self._activity is not None and self._activity.busy
-        return busy and self._lag_s >= self._catch_up_after_s
+        return catching_up(chats_in_flight=busy, lag_s=self._lag_s, catch_up_after_s=self._catch_up_after_s)
 
     async def run_job(self, job_id: str, score: int) -> None:
         # A job's score is when it became due (enqueued, or deferred to): the worker's lag.
-        self._lag_s = max(0.0, time.time() - score / 1000)
+        self._lag_s = lag_seconds(time.time(), score)
         await super().run_job(job_id, score)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -155,14 +157,8 @@ def build_extractor(settings: Settings, waits: JobWaits | None = None) -> Extrac
     return Extractor(WaitCountingLLM(llm, waits) if waits is not None else llm)
 
 
-def job_limits(job_timeout_s: float) -> dict[str, float]:
-    """Waits inside a job fit in its timeout (arq does not retry a job that timed out), and a
-    killed worker's user lock lapses before arq re-runs its job (job timeout + 10 s)."""
-    return {
-        "order_wait_s": min(ORDER_WAIT_S, job_timeout_s / 2),
-        "user_lock_wait_s": min(USER_LOCK_WAIT_S, job_timeout_s / 4),
-        "user_lock_ttl_s": job_timeout_s + USER_LOCK_MARGIN_S,
-    }
+def drain_budget_s(job_timeout_s: float) -> float:
+    return min(DRAIN_BUDGET_S, job_timeout_s / 3)
 
 
 def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None = None, burst: bool = False) -> Worker:
@@ -178,33 +174,47 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         ctx["waits"] = waits
         mode = settings.extraction.effective_mode
         logger.info("worker extraction mode: %s", mode)
-        ctx["writer"] = MemoryWriter(
-            ctx["core"].store, ctx["core"].embedder, extractor, mode, settings.extraction.similar_limit
-        )
-        ctx["turns"] = TurnSignals()
+
+        def make_writer(store: MemoryStore) -> MemoryWriter:
+            return MemoryWriter(
+                store,
+                ctx["core"].embedder,
+                extractor,
+                mode,
+                settings.extraction.similar_limit,
+                limits=settings.limits,
+                redis=ctx["redis"],
+                queue_name=settings.redis.queue_name,
+            )
+
+        ctx["make_writer"] = make_writer
+        ctx["order"] = order = UserOrder(prefix=settings.redis.queue_name, queue_name=settings.redis.queue_name)
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
-        ctx.update(job_limits(settings.worker.job_timeout_s))
+        ctx["drain_budget_s"] = drain_budget_s(settings.worker.job_timeout_s)
         ctx["max_failures"] = settings.worker.max_tries
         ctx["queue_name"] = settings.redis.queue_name
+        ctx["sweeper"] = asyncio.create_task(sweep_forever(ctx["redis"], order, SWEEP_S), name="mnemo-drain-sweep")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if (sweeper := ctx.get("sweeper")) is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         if ctx.get("extractor") is not None:
             await ctx["extractor"].llm.aclose()
         await stop_litellm_background()
         if ctx.get("own_core"):
             await ctx["core"].close()
 
-    job = func(
-        measured_process_exchange,
-        name=JOB_NAME,
-        max_tries=settings.worker.max_tries + MAX_DEFERRALS,
-        timeout=settings.worker.job_timeout_s,
-    )
+    # No results kept: a drain's result says nothing a metric does not, and would keep the
+    # user's id in Redis after an erasure.
+    drain = func(drain_user, name=DRAIN_JOB, max_tries=3, timeout=settings.worker.job_timeout_s, keep_result=0)
+    legacy = func(process_exchange, name=LEGACY_JOB, max_tries=3, keep_result=0)
     return ResilientWorker(
         activity=core.activity if core is not None else None,
         waits=waits,
         catch_up_after_s=settings.worker.catch_up_after_s,
-        functions=[job],
+        functions=[drain, legacy],
         queue_name=settings.redis.queue_name,
         redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),
         on_startup=on_startup,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from mnemo.config import Settings
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
 
 
@@ -53,8 +52,9 @@ class MemoryStore(Protocol):
         """Best memories of the scope's user (and agent, when set: its own plus shared ones).
 
         With ``query_text``, dense and keyword (BM25) results are fused (see mnemo.store.hybrid) and
-        scores are fused relevance in 0..1; without it, scores are cosine similarity. ``score_threshold``
-        is a floor on cosine similarity for the dense side."""
+        scores are fused relevance; without it, scores are cosine similarity: either way in 0..1
+        (clamped, see mnemo.store.hybrid.ranked_hits). ``score_threshold`` is a floor on cosine
+        similarity for the dense side."""
 
     async def find_texts(self, scope: Scope, texts: Sequence[str]) -> builtins.list[Memory]:
         """Valid memories the scope sees (as ``search`` does) whose text equals one of ``texts`` up to
@@ -86,22 +86,3 @@ class MemoryStore(Protocol):
 
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
         """Erase memories for good (hard delete), with every event that names them (their texts)."""
-
-
-def build_store(settings: Settings, identity: StoreIdentity) -> MemoryStore:
-    from mnemo.store.hybrid import HybridOptions
-
-    options = HybridOptions.from_settings(settings.memory)
-    if settings.store.kind == "edge":
-        from mnemo.store.dense_cache import DenseCache
-        from mnemo.store.edge import EdgeMemoryStore
-
-        store = settings.store
-        cache = None  # turned off: searches do not even count a user's memories
-        if store.vector_cache_min_memories and store.vector_cache_mb:
-            budget = store.vector_cache_mb * 2**20
-            cache = DenseCache(identity.dimension, min_memories=store.vector_cache_min_memories, max_bytes=budget)
-        return EdgeMemoryStore(settings.data_path / "qdrant-edge", store.collection, identity, options, cache)
-    from mnemo.store.server import QdrantServerMemoryStore
-
-    return QdrantServerMemoryStore(settings.store, identity, options)

@@ -41,7 +41,7 @@ from mnemo.store.edge_query import (
     index_keywords,
     search_request,
 )
-from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
+from mnemo.store.hybrid import HybridOptions, ranked_hits, wants_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -339,9 +339,8 @@ class EdgeMemoryStore:
         request = search_request(list(vector), sparse, where, limit, score_threshold, options, nearest)
         with edge_errors("search"):
             points = self._memories.query(request)
-        score = options.normalise if sparse is not None else float
-        hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
-        return apply_recency(hits, options, utcnow(), limit)
+        found = ((pl.memory_from_payload(p.payload or {}), p.score) for p in points)
+        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit)
 
     def _nearest(
         self, scope: Scope, vector: Sequence[float], count: int, include_invalidated: bool

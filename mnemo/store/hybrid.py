@@ -2,20 +2,21 @@
 
 Each backend runs two prefetches (dense nearest neighbours, BM25 sparse) with the scope and
 validity filter on each, and fuses them in Qdrant. Fused scores are mapped back onto 0..1 here,
-so a hit ranked first by both signals scores 1.0 whatever the fusion. The caller's score
+so a hit ranked first by both signals scores 1.0 whatever the fusion, and every score is clamped
+to 0..1 (``HybridOptions.relevance``, float32 rounding aside). The caller's score
 threshold is a floor on dense similarity (cosine), applied to the dense prefetch only: keyword
 matches are found whatever their cosine, which is the point of the keyword side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from mnemo.config import MemorySettings
-from mnemo.models import ScoredMemory
+from mnemo.models import Memory, ScoredMemory
 
 Fusion = Literal["rrf", "dbsf", "dense"]
 _SECONDS_PER_DAY = 86400.0
@@ -50,6 +51,15 @@ class HybridOptions:
     def prefetch_limit(self, limit: int) -> int:
         return max(limit, self.candidates)
 
+    def relevance(self, raw: float, *, fused: bool) -> float:
+        """A store's raw score as the score Mnemo hands out, in 0..1: a fused score normalised, a
+        cosine as is, then clamped. Clamped because Qdrant sums in float32: a memory searched with
+        its own text came back as 1.000000010979803 (a cosine can round past 1 the same way). A
+        negative cosine (dense search with a negative threshold) reads as 0, unrelated; so would a
+        NaN, never expected."""
+        score = self.normalise(raw) if fused else raw
+        return min(1.0, max(0.0, score))  # max(0.0, nan) is 0.0
+
     def normalise(self, fused: float) -> float:
         if self.fusion == "rrf":
             # Qdrant's weighted RRF adds 1 / (k - 1 + (rank + 1) / weight) per list, rank from 0.
@@ -61,6 +71,15 @@ class HybridOptions:
 
 def wants_keywords(options: HybridOptions, query_text: str | None) -> bool:
     return options.fusion != "dense" and bool(query_text and query_text.strip())
+
+
+def ranked_hits(
+    found: Iterable[tuple[Memory, float]], options: HybridOptions, *, fused: bool, now: datetime, limit: int
+) -> list[ScoredMemory]:
+    """A search's answer from the store's (memory, raw score) pairs, best first: the one place both
+    backends turn raw scores into Mnemo's 0..1 relevance (then recency, when configured)."""
+    hits = [ScoredMemory(memory=memory, score=options.relevance(raw, fused=fused)) for memory, raw in found]
+    return apply_recency(hits, options, now, limit)
 
 
 def apply_recency(

@@ -22,7 +22,7 @@ from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
 from mnemo.store.base import StoreIdentity
-from mnemo.store.hybrid import HybridOptions, apply_recency, wants_keywords
+from mnemo.store.hybrid import HybridOptions, ranked_hits, wants_keywords
 from mnemo.store.server_query import (
     PAGE,
     SPARSE_PARAMS,
@@ -222,9 +222,8 @@ class QdrantServerMemoryStore:
             sparse = None  # nothing but stop words: dense only
         with server_errors("search"):
             points = await self._query(list(vector), sparse, where, limit, score_threshold)
-        score = options.normalise if sparse is not None else float
-        hits = [ScoredMemory(memory=pl.memory_from_payload(p.payload or {}), score=score(p.score)) for p in points]
-        return apply_recency(hits, options, utcnow(), limit)
+        found = ((pl.memory_from_payload(p.payload or {}), p.score) for p in points)
+        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit)
 
     async def _query(
         self,

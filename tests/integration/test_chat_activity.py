@@ -5,25 +5,21 @@ or its user's lock), going full width when no chat is in flight."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import openai
 import pytest
-from arq import Worker
-from arq.connections import RedisSettings
 
 from mnemo.config import Settings
-from mnemo.runtime import Core
 from tests.conftest import wait_until
 from tests.support.ledger import thread_tally
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
-from workers.settings import ResilientWorker, build_worker
+from workers.settings import ResilientWorker
 
 BUSY_HEADERS = {"X-Mnemo-User-Id": "busy", "X-Mnemo-Memory": "off"}
 
@@ -53,36 +49,6 @@ def test_a_streaming_chat_counts_as_in_flight_until_its_stream_ends(
         wait_until(lambda: mnemo.core.activity.in_flight == 0, timeout=5)  # the server finishes after the client
     finally:
         mnemo.stop()
-
-
-def in_process_worker(settings: Settings) -> tuple[ResilientWorker, Core]:
-    """Built inside a running loop, as arq's Worker takes the current loop (a sync test would
-    leave a new, never closed one behind)."""
-    core = Core(embedder=cast(Any, None), store=cast(Any, None))  # never used: no job runs here
-    return cast(ResilientWorker, build_worker(settings, RedisSettings(), core=core)), core
-
-
-async def test_while_chats_are_in_flight_the_worker_starts_a_job_only_when_every_running_one_waits(
-    make_settings: Callable[..., Settings],
-) -> None:
-    worker, core = in_process_worker(make_settings(extraction="raw"))
-    waits = worker._waits
-    full_batch = worker.queue_read_limit
-
-    with core.activity.chat():
-        worker._yield_to_chats()
-        assert (worker.queue_read_limit, worker.allow_pick_jobs) == (1, True)
-        worker.job_counter = 1  # one job running on the CPU: no other starts until the chats are done
-        worker._yield_to_chats()
-        assert worker.allow_pick_jobs is False
-        with waits.wait():  # ... until it waits on its LLM: then one more may start
-            worker._yield_to_chats()
-            # Running jobs stay at the head of the queue: the read reaches one past them.
-            assert (worker.queue_read_limit, worker.allow_pick_jobs) == (2, True)
-
-    worker._yield_to_chats()
-    assert (worker.queue_read_limit, worker.allow_pick_jobs) == (full_batch, True)
-    assert full_batch > 1
 
 
 @contextmanager
@@ -176,40 +142,3 @@ def test_once_behind_raw_jobs_follow_each_other_without_waiting_for_a_poll_while
     sent = apply_under_steady_traffic(settings, upstream, 20)
     assert started >= len(sent)
     assert max(started_by_poll) > 1  # each job waiting for its own poll gives exactly 1
-
-
-async def test_while_chats_are_in_flight_jobs_wait_for_a_poll_each_until_the_worker_falls_behind(
-    make_settings: Callable[..., Settings],
-) -> None:
-    """A burst of chats is answered first and its exchanges applied after it; only a worker
-    ``catch_up_after_s`` behind (the last job started had been due that long) runs jobs back to back."""
-    worker, core = in_process_worker(make_settings(extraction="raw", worker={"catch_up_after_s": 5}))
-    worker._lag_s = 4.9
-    with core.activity.chat():
-        assert worker._catching_up() is False
-        worker._lag_s = 5.0
-        assert worker._catching_up() is True
-    assert worker._catching_up() is False  # no chat in flight: up to max_jobs start at each poll anyway
-
-
-async def test_the_lag_is_how_long_the_job_started_last_had_been_due(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def run(worker: Worker, job_id: str, score: int) -> None:
-        return None
-
-    monkeypatch.setattr(Worker, "run_job", run)
-    worker, _ = in_process_worker(make_settings(extraction="raw"))
-
-    await worker.run_job("job", int((time.time() - 3) * 1000))  # arq scores a job by when it is due, in ms
-
-    assert 2.9 < worker._lag_s < 3.5
-
-
-async def test_a_worker_of_its_own_never_yields(make_settings: Callable[..., Settings]) -> None:
-    worker = cast(ResilientWorker, build_worker(make_settings(extraction="raw"), RedisSettings()))
-    worker.job_counter = 3
-
-    worker._yield_to_chats()
-
-    assert worker.allow_pick_jobs is True and worker.queue_read_limit > 1

@@ -3,8 +3,9 @@ with only the base URL and the X-Mnemo-User-Id header changed. Each test checks 
 reply arrives intact and that what the user said is injected into a later request (raw mode,
 the embedded default, stores the user's message verbatim). The provider is the scripted upstream.
 
-The Node clients (openai, Vercel AI SDK) run the scripts in tests/clients/, installed with
-`npm ci` from the committed lock."""
+The Node clients (openai, Vercel AI SDK, Anthropic) run the scripts in tests/clients/, installed
+with `npm ci` from the committed lock. The Responses API and Anthropic's Messages API are driven the
+same way: the Vercel AI SDK's default provider, openai("model"), calls the Responses API."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
+import yaml
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
@@ -254,3 +257,95 @@ def test_vercel_ai_sdk_stream_text_route_streams_and_remembers(
     later = run_node(node_clients, "ai_sdk_stream.js", "hal", QUESTION, env=env)
     assert "".join(later["pieces"]) == f"Echo: {QUESTION}"
     assert FACT in injected(upstream)
+
+
+# --- the Responses API and Anthropic's Messages API -------------------------------------------
+
+RESPONSE_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * 4,
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+@pytest.fixture
+def claude_mnemo(tmp_path: Path, upstream_url: str) -> Iterator[MnemoProcess]:
+    """`mnemo up` with an Anthropic route too: claude-test, relayed to the scripted upstream's
+    /v1/messages (an Anthropic base URL is the host root)."""
+    process = MnemoProcess(tmp_path, upstream_url)
+    config = yaml.safe_load(process.config.read_text())
+    root = upstream_url.removesuffix("/v1")
+    config["models"].insert(0, {"name": "claude-test", "provider": "anthropic", "base_url": root, "api_key": "sk-up"})
+    process.config.write_text(yaml.safe_dump(config))
+    yield process.start()
+    process.kill()
+
+
+def test_vercel_ai_sdk_default_provider_streams_and_generates_through_the_responses_api_and_remembers(
+    mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
+) -> None:
+    env = {"MNEMO_BASE_URL": mnemo.base_url}
+    first = run_node(node_clients, "ai_sdk_responses.js", "stream", "ivy", FACT, env=env)
+    assert_streamed(first["pieces"], f"Echo: {FACT}")
+    assert upstream.of_task("chat")[-1].path == "/v1/responses"
+
+    remembered(mnemo, "ivy")
+    later = run_node(node_clients, "ai_sdk_responses.js", "generate", "ivy", QUESTION, env=env)
+    assert later["pieces"] == [f"Echo: {QUESTION}"]
+    assert upstream.of_task("chat")[-1].path == "/v1/responses"
+    assert FACT in injected(upstream)
+
+
+def test_openai_node_sdk_responses_stream_arrives_event_by_event_and_remembers(
+    mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
+) -> None:
+    first = run_node(node_clients, "openai_responses.js", mnemo.base_url, "jay", FACT)
+    assert first["types"] == RESPONSE_EVENTS
+    assert_streamed(first["pieces"], f"Echo: {FACT}")
+
+    remembered(mnemo, "jay")
+    later = run_node(node_clients, "openai_responses.js", mnemo.base_url, "jay", QUESTION)
+    assert "".join(later["pieces"]) == f"Echo: {QUESTION}"
+    assert FACT in injected(upstream)
+
+
+def test_anthropic_node_sdk_create_and_stream_remember_and_get_the_memory_in_system(
+    claude_mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
+) -> None:
+    root = claude_mnemo.base_url.removesuffix("/v1")
+    first = run_node(node_clients, "anthropic_messages.js", "stream", root, "kim", FACT)
+    assert_streamed(first["pieces"], f"Echo: {FACT}")
+    assert first["stop_reason"] == "end_turn"
+    assert upstream.of_task("chat")[-1].path == "/v1/messages"
+
+    remembered(claude_mnemo, "kim")
+    later = run_node(node_clients, "anthropic_messages.js", "create", root, "kim", QUESTION)
+    assert later["pieces"] == [f"Echo: {QUESTION}"]
+    assert FACT in injected(upstream)
+    assert upstream.of_task("chat")[-1].headers["x-api-key"] == "sk-up"
+
+
+def test_anthropic_python_sdk_create_and_stream_remember_and_other_users_see_nothing(
+    claude_mnemo: MnemoProcess, upstream: ScriptedUpstream
+) -> None:
+    root = claude_mnemo.base_url.removesuffix("/v1")
+    client = anthropic.Anthropic(base_url=root, api_key="sk-ant-client", default_headers={"X-Mnemo-User-Id": "lee"})
+    messages: Any = [{"role": "user", "content": FACT}]
+    with client.messages.stream(model="claude-test", max_tokens=256, messages=messages) as stream:
+        assert_streamed(list(stream.text_stream), f"Echo: {FACT}")
+
+    remembered(claude_mnemo, "lee")
+    question: Any = [{"role": "user", "content": QUESTION}]
+    reply = client.messages.create(model="claude-test", max_tokens=256, messages=question)
+    assert reply.content[0].text == f"Echo: {QUESTION}"  # type: ignore[union-attr]
+    assert FACT in injected(upstream)
+    other = client.messages.with_raw_response.create(
+        model="claude-test", max_tokens=256, messages=question, extra_headers={"X-Mnemo-User-Id": "max"}
+    )
+    assert other.headers["X-Mnemo-Memories"] == "0" and FACT not in injected(upstream)

@@ -1,12 +1,14 @@
 """Worker crash: ``mnemo up`` (gateway and worker in one process) is SIGKILLed while jobs are
 mid-extraction, against a private Redis that survives the kill. A new ``mnemo up`` on the
-same data directory processes every exchange; no memory and no event is written twice."""
+same data directory processes every exchange within seconds (the dead drains' claims lapse;
+nothing waits for arq's in-progress keys, which live for the default 300 s job timeout); no
+memory and no event is written twice."""
 
 from __future__ import annotations
 
 import signal
+import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,15 @@ import httpx
 import pytest
 import redis as redis_sync
 import yaml
-from arq.constants import result_key_prefix
-from arq.jobs import deserialize_result
 
-from mnemo.queue import exchange_job_id, load_job_record
+from mnemo.user_order import user_key
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, data_dir_tally
 from tests.support.process import MnemoProcess
 from tests.support.redis_server import RedisServer
 from tests.support.upstream import ScriptedUpstream
 
-JOB_TIMEOUT_S = 2  # arq re-runs a crashed job once its in-progress key expires: timeout + 10 s
+DRAIN_BOUND_S = 30  # the issue's goal for a whole backlog after a restart (measured: a few seconds)
 FACTS = {
     "crash-ann": ["I play the cello", "I speak Finnish", "I grow tomatoes"],
     "crash-bob": ["I ride a unicycle", "I bake sourdough", "I read Tolstoy"],
@@ -46,7 +46,7 @@ def mnemo_process(tmp_path: Path, upstream_url: str, redis_server: RedisServer) 
         process,
         redis={"url": redis_server.url, "queue_name": f"mnemo:crash:{uuid.uuid4().hex}"},
         extraction={"mode": "llm", "model": "openai/scripted", "base_url": upstream_url, "api_key": "k"},
-        worker={"job_timeout_s": JOB_TIMEOUT_S, "retry_base_delay_s": 0.1, "max_jobs": 4},
+        worker={"retry_base_delay_s": 0.1, "max_jobs": 4},
     )
     yield process
     process.kill()
@@ -88,26 +88,25 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
 
     upstream.json_delay_s = 0.0
     mnemo_process.start()
-    wait_until(lambda: len(job_results(redis_server, sent)) == len(sent), timeout=60, interval=0.25)
+    restarted = time.monotonic()
+    queue = yaml.safe_load(mnemo_process.config.read_text())["redis"]["queue_name"]
+    wait_until(lambda: all_drained(redis_server, queue, FACTS), timeout=DRAIN_BOUND_S + 30, interval=0.1)
+    drained_after_s = time.monotonic() - restarted
+    assert drained_after_s < DRAIN_BOUND_S, f"the backlog took {drained_after_s:.1f}s to drain after the restart"
     assert mnemo_process.stop() == 0
     result, memories, events = data_dir_tally(mnemo_process.settings, sent)
     assert result == Tally(sent=6, stored=6, duplicated=0, lost=0)
     assert len(events) == 6 and len({event.id for event in events}) == 6
     for user, facts in FACTS.items():
         assert sorted(m.text for m in memories if m.user_id == user) == sorted(facts)
-    statuses = Counter(r["status"] for r in job_results(redis_server, sent).values())
-    assert set(statuses) <= {"applied", "already-applied"}
 
 
-def job_results(redis: RedisServer, sent: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """arq's kept results of the exchanges' jobs that finished, by request id."""
+def all_drained(redis: RedisServer, queue: str, users: dict[str, Any]) -> bool:
     client = redis_sync.Redis.from_url(redis.url)
     try:
-        raw = {request_id: client.get(result_key_prefix + exchange_job_id(request_id)) for request_id in sent}
+        return all(
+            client.llen(user_key(queue, "pending", user)) == 0 and not client.exists(user_key(queue, "claim", user))
+            for user in users
+        )
     finally:
         client.close()
-    return {
-        request_id: deserialize_result(value, deserializer=load_job_record).result
-        for request_id, value in raw.items()
-        if value is not None
-    }

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from gateway import request_log
+from gateway.memory import request_lookup as request_log
 from mnemo.errors import StoreError
 from mnemo.models import Scope
 from tests.conftest import REDIS_URL, wait_until
@@ -22,6 +22,7 @@ from tests.support.probes import (
     LITELLM_READONLY_WARNING,
     Gateways,
     assert_no_trace,
+    drained,
     enqueued,
     extraction_calls,
     metric,
@@ -197,7 +198,6 @@ def test_extraction_output_that_stays_malformed_fails_the_job_and_writes_nothing
         assert failure["request_id"] == request_id and failure["user_id"] == lena
         assert "not JSON" in failure["reason"]
         assert len(upstream.of_task("extract")) == 2 and upstream.of_task("decide") == []
-        assert not redis_client.exists(f"mnemo:applied:{request_id}")
         assert stored_texts(mnemo, lena) == []
         assert mnemo.call(lambda core: core.store.list_events(lena)) == []
     finally:
@@ -213,8 +213,8 @@ def test_extraction_output_malformed_once_is_retried_and_memories_are_written(
     wait_for_texts(mnemo, mona, ["I live in Rome", "I paint"])
     assert len(upstream.of_task("extract")) == 2
     request_id = raw.headers["x-mnemo-request-id"]
+    wait_until(lambda: drained(mnemo, redis_client, mona))
     assert not redis_client.exists(f"mnemo:failed:{request_id}")
-    wait_until(lambda: redis_client.exists(f"mnemo:applied:{request_id}"))
 
 
 def test_raw_extraction_header_stores_the_new_user_turn_verbatim_without_an_llm(
@@ -325,9 +325,9 @@ def test_with_memory_on_the_enqueue_writes_the_request_note_and_otherwise_the_re
     written_after_response: list[str] = []
     write_note = request_log.note_request
 
-    async def counted(services: Any, request_id: str, user_id: str, memory_ids: Any) -> None:
+    async def counted(services: Any, request_id: str, user_id: str, memory_ids: Any, started_ms: int) -> None:
         written_after_response.append(request_id)
-        await write_note(services, request_id, user_id, memory_ids)
+        await write_note(services, request_id, user_id, memory_ids, started_ms)
 
     monkeypatch.setattr(request_log, "note_request", counted)
     redis = redis_sync.Redis.from_url(REDIS_URL)

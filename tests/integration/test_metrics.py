@@ -98,6 +98,48 @@ def test_other_routes_are_counted_by_template_and_errors_by_status(mnemo: MnemoT
     assert value(samples, "mnemo_chat_duration_seconds_count", stream="false") == 0  # errors are not latency samples
 
 
+def routes_counted(samples: Samples) -> set[tuple[str, str, str]]:
+    return {
+        (labels["method"], labels["route"], labels["status"])
+        for (name, label_set), _ in samples.items()
+        if name == "mnemo_requests_total"
+        for labels in [dict(label_set)]
+    }
+
+
+def test_mem0_routes_are_labelled_with_their_mount_and_a_miss_under_the_mount_is_unmatched(mnemo: MnemoThread) -> None:
+    with httpx.Client(base_url=mnemo.url, timeout=10) as api:
+        assert api.get("/mem0/v1/ping/").status_code == 200
+        assert api.get("/mem0/v1/memories/mem_unknown/").status_code == 404
+        assert api.get("/mem0/v1/memories/mem_unknown/history/").status_code == 404
+        assert api.get("/mem0/no/such/path/").status_code == 404
+        assert api.post("/mem0/v1/ping/").status_code == 405
+    routes = routes_counted(scrape(mnemo))
+    assert {
+        ("GET", "/mem0/v1/ping/", "200"),
+        ("GET", "/mem0/v1/memories/{memory_id}/", "404"),
+        ("GET", "/mem0/v1/memories/{memory_id}/history/", "404"),
+        ("GET", "unmatched", "404"),
+        ("POST", "/mem0/v1/ping/", "405"),
+    } <= routes
+    assert not {route for _, route, _ in routes if route == "/mem0" or route.startswith("/v1/ping")}
+
+
+def test_a_request_refused_for_its_key_is_labelled_by_the_route_it_asked_for(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with running(make_settings(auth={"admin_keys": ["admin-key-0123456789abc"]})) as mnemo:
+        with httpx.Client(base_url=mnemo.url, timeout=10) as anonymous:
+            assert anonymous.get("/v1/memories/mem_unknown").status_code == 401
+            assert anonymous.get("/mem0/v1/memories/mem_unknown/").status_code == 401
+            assert anonymous.get("/v1/no/such/path").status_code == 401
+        routes = routes_counted(scrape(mnemo))
+    assert {
+        ("GET", "/v1/memories/{memory_id}", "401"),
+        ("GET", "/mem0/v1/memories/{memory_id}/", "401"),
+    } <= routes
+
+
 class Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -148,3 +190,12 @@ def test_the_vector_cache_gauges_follow_a_heavy_user_in_and_out(
         assert value(scrape(mnemo), "mnemo_vector_cache_bytes") >= 3 * 384 * 4
         assert api.delete("/v1/users/heavy").status_code == 200
         assert value(scrape(mnemo), "mnemo_vector_cache_users") == 0
+
+
+def test_a_responses_call_is_a_chat_for_the_latency_histograms(mnemo: MnemoThread) -> None:
+    with httpx.Client(base_url=mnemo.url, timeout=10) as api:
+        responses = api.post("/v1/responses", json={"model": "gpt-test", "input": "hello"})
+        assert responses.status_code == 200, responses.text
+    samples = scrape(mnemo)
+    assert value(samples, "mnemo_chat_duration_seconds_count", stream="false") == 1
+    assert value(samples, "mnemo_chat_time_to_first_token_seconds_count", stream="false") == 1

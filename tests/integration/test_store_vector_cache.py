@@ -16,8 +16,9 @@ import pytest
 
 from mnemo.config import Settings
 from mnemo.models import Memory, Scope
+from mnemo.runtime import build_store
 from mnemo.store import edge as edge_module
-from mnemo.store.base import StoreIdentity, build_store
+from mnemo.store.base import StoreIdentity
 from mnemo.store.dense_cache import DenseCache
 from mnemo.store.edge import EdgeMemoryStore
 

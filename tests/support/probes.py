@@ -15,12 +15,12 @@ import httpx
 import openai
 import pytest
 import redis as redis_sync
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import deserialize_result
 
+import workers.drain
 from mnemo.config import Settings
 from mnemo.models import Scope
-from mnemo.queue import Exchange, decode_job, exchange_job_id, load_job_record
+from mnemo.queue import Exchange, decode_exchange
+from mnemo.user_order import user_key
 from tests.conftest import REDIS_URL, wait_until
 from tests.support.servers import MnemoThread, free_port
 from tests.support.upstream import ScriptedUpstream
@@ -33,6 +33,19 @@ EAGER_MEMORY = {"retrieval_timeout_ms": 5000, "score_threshold": -1.0}
 # first call fall in different tests, pytest has dropped litellm's filter in between and the
 # warning (an error here) fails the extraction. Modules whose tests extract put this back.
 LITELLM_READONLY_WARNING = pytest.mark.filterwarnings("ignore:Items? .* using the `ReadOnly` qualifier:UserWarning")
+
+# Every exchange a worker in this process took from a user's list, by request id (the list
+# forgets an exchange once applied): what recorded_exchange reads.
+SEEN_BY_WORKERS: dict[str, Exchange] = {}
+
+
+def _decode_and_note(payload: str | dict[str, Any]) -> Exchange:
+    exchange = decode_exchange(payload)
+    SEEN_BY_WORKERS[exchange.request_id] = exchange
+    return exchange
+
+
+workers.drain.decode_exchange = _decode_and_note  # type: ignore[assignment]  # a spy with its signature
 
 # Long enough for the worker to pick up a job (it polls every 50 ms) had one been enqueued.
 SETTLE_S = 0.4
@@ -119,8 +132,10 @@ def drain(mnemo: MnemoThread, timeout: float = 15.0) -> None:
     async def idle(_: object) -> bool:
         if worker.pool is None:  # not connected yet
             return False
-        queued = await worker.pool.zcard(mnemo.settings.redis.queue_name)
-        return queued == 0 and all(task.done() for task in worker.tasks.values())
+        # Every user released (a drain holds its user's claim until the list is empty). Not the
+        # arq queue: a job cut off by a killed Redis stays there, stale, until its in-progress key lapses.
+        claimed = await worker.pool.zcard(mnemo.settings.redis.queue_name + ":claims")
+        return claimed == 0 and all(task.done() for task in worker.tasks.values())
 
     wait_until(lambda: mnemo.call(idle), timeout)
 
@@ -185,11 +200,6 @@ def extraction_calls(upstream: ScriptedUpstream) -> int:
     return len(upstream.of_task("extract")) + len(upstream.of_task("decide"))
 
 
-def job_keys(request_id: str) -> list[str]:
-    job_id = exchange_job_id(request_id)
-    return [prefix + job_id for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix)]
-
-
 def enqueued(mnemo: MnemoThread) -> float:
     return metric(mnemo, "mnemo_exchanges_enqueued_total")
 
@@ -208,15 +218,21 @@ def assert_no_trace(
     assert enqueued(mnemo) == enqueued_before
     assert redis_client.zcard(mnemo.settings.redis.queue_name) == 0
     if request_id is not None:
-        assert not any(redis_client.exists(key) for key in job_keys(request_id))
+        queue = mnemo.settings.redis.queue_name
+        assert redis_client.zscore(user_key(queue, "seen", user), request_id) is None
+        assert request_id not in SEEN_BY_WORKERS
     assert extraction_calls(upstream) == 0
     assert stored_texts(mnemo, user) == []
 
 
+def drained(mnemo: MnemoThread, redis_client: redis_sync.Redis, user: str) -> bool:
+    """Nothing of the user's is pending or being applied: every exchange is done with."""
+    queue = mnemo.settings.redis.queue_name
+    return redis_client.llen(user_key(queue, "pending", user)) == 0 and not redis_client.exists(
+        user_key(queue, "claim", user)
+    )
+
+
 def recorded_exchange(redis_client: redis_sync.Redis, request_id: str, timeout: float = 20.0) -> Exchange:
-    """The exchange the gateway enqueued for a request, as arq kept it with the job's result."""
-    key = result_key_prefix + exchange_job_id(request_id)
-    raw: bytes = wait_until(lambda: redis_client.get(key), timeout)
-    job = deserialize_result(raw, deserializer=load_job_record)
-    (payload,) = job.args
-    return decode_job(payload, job.kwargs.get("sequence"))
+    """The exchange the gateway enqueued for a request, as a worker of this process took it."""
+    return wait_until(lambda: SEEN_BY_WORKERS.get(request_id), timeout)

@@ -1,5 +1,7 @@
 """A scripted OpenAI-compatible upstream for tests: deterministic replies, deterministic JSON
-for extraction and decision prompts, scripted failures, and a record of every request."""
+for extraction and decision prompts, scripted failures, and a record of every request. It also
+serves OpenAI's Responses API (/v1/responses) and Anthropic's Messages API (/v1/messages), JSON
+and streamed, echoing the last user input the same way (bodies in tests/support/api_replies.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mnemo.prompts import DECISION_TASK_MARKER, EXTRACTION_TASK_MARKER
+from tests.support import api_replies
 
 Decide = Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -40,6 +43,13 @@ class Recorded:
 
     @property
     def system_prompt(self) -> str:
+        """The system text the model saw: ``instructions`` on the Responses API, ``system`` on
+        Anthropic's (blocks as JSON), the leading system message on Chat Completions."""
+        if self.path.endswith("/responses"):
+            return str(self.body.get("instructions") or "")
+        if self.path.endswith("/messages"):
+            system = self.body.get("system") or ""
+            return system if isinstance(system, str) else json.dumps(system)
         first = self.body.get("messages", [{}])[0]
         content = first.get("content") if first.get("role") == "system" else ""
         return content if isinstance(content, str) else json.dumps(content)
@@ -88,6 +98,7 @@ class ScriptedUpstream:
     json_in_flight: int = 0
     json_peak: int = 0  # the most extraction and decision calls answered at once
     set_cookie: str | None = None  # a Set-Cookie header on every chat reply
+    response_ids: list[str] = field(default_factory=list)  # Responses this upstream has answered
 
     def reset(self) -> None:
         self.requests.clear()
@@ -99,6 +110,7 @@ class ScriptedUpstream:
         self.json_in_flight = self.json_peak = 0
         self.set_cookie = None
         self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
+        self.response_ids.clear()
 
     def of_task(self, task: str) -> list[Recorded]:
         return [r for r in self.requests if r.task == task]
@@ -109,6 +121,8 @@ class ScriptedUpstream:
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1/messages", self.messages, methods=["POST"]),
             ]
         )
 
@@ -151,6 +165,64 @@ class ScriptedUpstream:
         if body.get("stream"):
             return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream", headers=cookie)
         return JSONResponse(completion(body, text), headers=cookie)
+
+    async def scripted(
+        self, request: Request, error_body: Callable[[int], str]
+    ) -> tuple[dict[str, Any], Failure | None, Response | None]:
+        """Record a Responses or Messages request and take its scripted failure: an error answer
+        (in that API's shape unless the failure has a body), or what the stream should do."""
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        failure = self.failures.pop(0) if self.failures else None
+        if failure and failure.delay_s:
+            await asyncio.sleep(failure.delay_s)
+        if failure and failure.status:
+            error = failure.body or error_body(failure.status)
+            return body, failure, Response(error, status_code=failure.status, media_type="application/json")
+        return body, failure, None
+
+    async def responses(self, request: Request) -> Response:
+        body, failure, error = await self.scripted(request, api_replies.responses_error)
+        if error is not None:
+            return error
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.response_ids:
+            message = f"Previous response with id '{previous}' not found."
+            return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=404)
+        response_id = f"resp_scripted{len(self.response_ids)}"
+        self.response_ids.append(response_id)
+        text = f"Echo: {api_replies.responses_input_text(body)}"
+        if body.get("stream"):
+            events = api_replies.responses_events(body, response_id, split(text, self.chunks))
+            return StreamingResponse(self.event_stream(events, failure), media_type="text/event-stream")
+        return JSONResponse(api_replies.response_object(body, response_id, text))
+
+    async def messages(self, request: Request) -> Response:
+        body, failure, error = await self.scripted(request, api_replies.anthropic_error)
+        if error is not None:
+            return error
+        text = f"Echo: {api_replies.anthropic_user_text(body)}"
+        if body.get("stream"):
+            events = api_replies.anthropic_events(body, split(text, self.chunks))
+            return StreamingResponse(self.event_stream(events, failure), media_type="text/event-stream")
+        return JSONResponse(api_replies.anthropic_message(body, text))
+
+    async def event_stream(self, events: list[bytes], failure: Failure | None) -> AsyncIterator[bytes]:
+        """Typed SSE events (Responses, Anthropic) with the chat stream's pacing and scripted faults."""
+        self.open_streams += 1
+        try:
+            if self.first_chunk_delay_s:
+                await asyncio.sleep(self.first_chunk_delay_s)
+            for index, event in enumerate(events):
+                if failure and failure.cut_after_chunks is not None and index == failure.cut_after_chunks:
+                    raise ConnectionResetError("scripted cut")
+                if failure and failure.malformed and index == 1:
+                    yield b"data: {not json\n\n"
+                yield event
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+        finally:
+            self.open_streams -= 1
 
     def reply_for(self, body: dict[str, Any]) -> str:
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]

@@ -14,7 +14,6 @@ from mnemo.errors import QueueError
 from mnemo.messages import build_query, content_text, to_exchange_messages
 from mnemo.models import Scope
 from mnemo.queue import (
-    JOB_NAME,
     SCHEMA_VERSION,
     Exchange,
     ExchangeMessage,
@@ -91,10 +90,9 @@ def test_decode_exchange_validates_the_fields() -> None:
         decode_exchange(payload)
 
 
-def test_the_job_id_is_deterministic_per_request_so_enqueueing_is_idempotent() -> None:
+def test_the_job_id_is_deterministic_per_request_so_an_outbox_keeps_an_exchange_once() -> None:
     assert exchange_job_id("req_abc") == exchange_job_id("req_abc") == "mnemo:exchange:req_abc"
     assert exchange_job_id("req_abc") != exchange_job_id("req_abd")
-    assert JOB_NAME == "process_exchange"
 
 
 def test_redis_settings_use_the_configured_url() -> None:

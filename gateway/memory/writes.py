@@ -1,6 +1,8 @@
 """Changing memory over REST: add facts (or messages, verbatim or through the worker), correct a
 memory (a new version, the old one invalidated), and delete one (invalidate, or erase its chain).
-Every change is an event with actor "api"; ids derive from a fresh request id."""
+Every change is an event with actor "api"; ids derive from a fresh request id. Writes are
+bounded by the ``limits`` settings: items per write, characters per memory (400 above them),
+and memories per user per minute (429, see gateway.memory.write_quota)."""
 
 from __future__ import annotations
 
@@ -13,24 +15,15 @@ from starlette.responses import JSONResponse
 from gateway.access import access_of
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import new_request_id
-from gateway.memories import version_chain
-from gateway.memory_params import (
-    body_text,
-    list_json,
-    load_memory,
-    map_core_errors,
-    memory_json,
-    optional_id,
-    parse_bool,
-    read_body,
-    services_of,
-    user_id_of,
-)
+from gateway.memory.params import body_text, load_memory, optional_id, parse_bool, read_body, services_of, user_id_of
+from gateway.memory.reads import version_chain
+from gateway.memory.views import list_json, memory_json
+from gateway.memory.write_quota import require_quota_left, take_quota
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.messages import content_text, to_exchange_messages
 from mnemo.models import Action, Memory, MemoryEvent, Scope, derived_id, utcnow
-from mnemo.queue import Exchange
+from mnemo.queue import Exchange, exchange_job_id
 
 MAX_FACTS = 100
 API_MODEL = "mnemo-api"  # the Exchange's model for messages sent to the worker through this API
@@ -68,20 +61,37 @@ def read_metadata(body: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def read_facts(body: dict[str, Any]) -> list[str]:
+def check_length(text: str, max_chars: int, param: str) -> str:
+    if len(text) > max_chars:
+        raise bad_request(
+            f"{param} is {len(text)} characters; a memory is at most {max_chars} (limits.max_memory_chars)",
+            param=param,
+            code="memory_too_long",
+        )
+    return text
+
+
+def read_facts(body: dict[str, Any], max_chars: int) -> list[str]:
     facts = body.get("facts")
     if not isinstance(facts, list) or not 1 <= len(facts) <= MAX_FACTS:
         raise bad_request(f"`facts` must be an array of 1 to {MAX_FACTS} strings", param="facts")
     for index, fact in enumerate(facts):
         if not isinstance(fact, str) or not fact.strip():
             raise bad_request(f"facts[{index}] must be a non-empty string", param=f"facts[{index}]")
-    return [fact.strip() for fact in facts]
+    return [check_length(fact.strip(), max_chars, f"facts[{index}]") for index, fact in enumerate(facts)]
 
 
-def read_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def read_messages(body: dict[str, Any], max_messages: int) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("`messages` must be a non-empty array", param="messages")
+    if len(messages) > max_messages:
+        raise bad_request(
+            f"`messages` holds {len(messages)} messages; at most {max_messages} per write "
+            "(limits.max_messages_per_write): send them in several writes",
+            param="messages",
+            code="too_many_messages",
+        )
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad_request(f"messages[{index}] must be an object with a string `role`", param=f"messages[{index}]")
@@ -91,6 +101,7 @@ def read_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def store_facts(services: Services, scope: Scope, facts: list[str], metadata: dict[str, Any]) -> list[Memory]:
+    await take_quota(services, scope.user_id, len(facts))
     request_id, now = new_request_id(), utcnow()
     memories = [
         Memory(
@@ -105,10 +116,9 @@ async def store_facts(services: Services, scope: Scope, facts: list[str], metada
         for number, fact in enumerate(facts)
     ]
     events = [api_event(m, "ADD", None, "added via the API", f"{m.id}:add") for m in memories]
-    async with map_core_errors():
-        vectors = await services.core.embedder.embed(facts)
-        await services.core.store.upsert(memories, vectors)
-        await services.core.store.add_events(events)
+    vectors = await services.core.embedder.embed(facts)
+    await services.core.store.upsert(memories, vectors)
+    await services.core.store.add_events(events)
     return memories
 
 
@@ -125,6 +135,7 @@ async def enqueue_exchange(
     """Send messages to the worker like a chat exchange; returns (job id, request id)."""
     if services.queue is None:
         raise GatewayError(503, "no queue is configured", type="server_error", code="queue_unavailable")
+    await require_quota_left(services, scope.user_id)
     now = utcnow()
     exchange = Exchange(
         request_id=new_request_id(),
@@ -138,15 +149,18 @@ async def enqueue_exchange(
         metadata=metadata,
     )
     try:
-        job_id = await services.queue.enqueue(exchange)
+        await services.queue.enqueue(exchange)
     except QueueError as exc:
         raise GatewayError(503, "the queue is unavailable", type="server_error", code="queue_unavailable") from exc
-    return job_id, exchange.request_id
+    return exchange_job_id(exchange.request_id), exchange.request_id
 
 
-def user_texts(messages: list[dict[str, Any]]) -> list[str]:
-    texts = [content_text(m.get("content")).strip() for m in messages if m.get("role") == "user"]
-    texts = [text for text in texts if text]
+def user_texts(messages: list[dict[str, Any]], max_chars: int) -> list[str]:
+    texts = [
+        check_length(text, max_chars, f"messages[{index}].content")
+        for index, message in enumerate(messages)
+        if message.get("role") == "user" and (text := content_text(message.get("content")).strip())
+    ]
     if not texts:
         raise bad_request("`messages` holds no user message with text", param="messages")
     return texts
@@ -156,18 +170,19 @@ async def create_memories(request: Request) -> JSONResponse:
     services = services_of(request)
     body = await read_body(request)
     scope, metadata = read_scope(request, body), read_metadata(body)
+    limits = services.settings.limits
     if ("facts" in body) == ("messages" in body):
         raise bad_request("send either `facts` or `messages`", param="facts")
     if "facts" in body:
-        facts = read_facts(body)
+        facts = read_facts(body, limits.max_memory_chars)
     else:
-        messages = read_messages(body)
+        messages = read_messages(body, limits.max_messages_per_write)
         infer = body.get("infer", True)
         if not isinstance(infer, bool):
             raise bad_request("`infer` must be a boolean", param="infer")
         if infer:
             return await enqueue_messages(services, scope, messages, metadata)
-        facts = user_texts(messages)
+        facts = user_texts(messages, limits.max_memory_chars)
     memories = await store_facts(services, scope, facts, metadata)
     access = access_of(request)
     return JSONResponse(list_json([memory_json(m, access) for m in memories]), status_code=201)
@@ -203,21 +218,21 @@ async def correct_memory(request: Request) -> JSONResponse:
 
 
 async def apply_correction(services: Services, old: Memory, text: str, reason: str | None) -> Memory:
+    check_length(text, services.settings.limits.max_memory_chars, "text")
+    await take_quota(services, old.user_id, 1)  # a new version is a new memory
     new = successor(old, text, new_request_id(), utcnow())
     event = api_event(new, "UPDATE", old, reason, f"{new.id}:update")
-    async with map_core_errors():
-        (vector,) = await services.core.embedder.embed([text])
-        await services.core.store.upsert([new], [vector])
-        await services.core.store.invalidate(old.id, new.created_at, new.id)
-        await services.core.store.add_events([event])
+    (vector,) = await services.core.embedder.embed([text])
+    await services.core.store.upsert([new], [vector])
+    await services.core.store.invalidate(old.id, new.created_at, new.id)
+    await services.core.store.add_events([event])
     return new
 
 
 async def invalidate_memory(services: Services, memory: Memory, reason: str) -> None:
     event = api_event(memory, "DELETE", memory, reason, f"{memory.id}:delete:{new_request_id()}")
-    async with map_core_errors():
-        await services.core.store.invalidate(memory.id, event.created_at, None)
-        await services.core.store.add_events([event])
+    await services.core.store.invalidate(memory.id, event.created_at, None)
+    await services.core.store.add_events([event])
 
 
 async def delete_memory(request: Request) -> JSONResponse:
@@ -227,9 +242,8 @@ async def delete_memory(request: Request) -> JSONResponse:
     if hard:
         chain = await version_chain(services, memory)
         erased = api_event(memory, "ERASE", None, f"erased {len(chain)} versions via the API", f"{memory.id}:erase")
-        async with map_core_errors():
-            await services.core.store.delete_memories([m.id for m in chain])
-            await services.core.store.add_events([erased])
+        await services.core.store.delete_memories([m.id for m in chain])
+        await services.core.store.add_events([erased])
         return JSONResponse({"id": memory.id, "object": "memory.deleted", "hard": True, "deleted": len(chain)})
     if not memory.is_valid:
         raise GatewayError(409, "this memory was already invalidated", code="invalidated")

@@ -1,5 +1,5 @@
 """Reading the mem0 platform API's entity filters and writing its JSON shapes, for
-gateway.mem0_compat. Mem0's user_id / agent_id / run_id are Mnemo's user / agent / session;
+gateway.memory.mem0. Mem0's user_id / agent_id / run_id are Mnemo's user / agent / session;
 filters are a flat mapping or an ``AND`` of single-entity mappings (v2 filters)."""
 
 from __future__ import annotations

@@ -17,20 +17,19 @@ from starlette.routing import Route
 
 from gateway.access import Access, access_of
 from gateway.errors import bad_request
-from gateway.mem0_filters import mem0_event, mem0_memory, mem0_scored, request_scope
-from gateway.memories import MAX_CHAIN, MAX_SEARCH_LIMIT, chain_events, version_chain
-from gateway.memory_params import (
+from gateway.memory.mem0_filters import mem0_event, mem0_memory, mem0_scored, request_scope
+from gateway.memory.params import (
     MAX_LIMIT,
     body_int,
     body_number,
     load_memory,
-    map_core_errors,
     not_found,
     parse_int,
     read_body,
     services_of,
 )
-from gateway.memory_writes import (
+from gateway.memory.reads import MAX_CHAIN, MAX_SEARCH_LIMIT, chain_events, version_chain
+from gateway.memory.writes import (
     apply_correction,
     enqueue_exchange,
     invalidate_memory,
@@ -57,26 +56,26 @@ async def add_memories(request: Request) -> JSONResponse:
     body = await read_body(request)
     scope, _ = request_scope(request, body)
     metadata = read_metadata(body)
-    messages = read_messages(body)
+    limits = services.settings.limits
+    messages = read_messages(body, limits.max_messages_per_write)
     infer = body.get("infer", True)
     if not isinstance(infer, bool):
         raise bad_request("`infer` must be a boolean", param="infer")
     if infer:
         job_id, request_id = await enqueue_exchange(services, scope, messages, metadata)
         return JSONResponse({"results": [], "status": "PENDING", "event_id": job_id, "request_id": request_id})
-    memories = await store_facts(services, scope, user_texts(messages), metadata)
+    memories = await store_facts(services, scope, user_texts(messages, limits.max_memory_chars), metadata)
     return JSONResponse({"results": [{**mem0_memory(m, access), "event": "ADD"} for m in memories]})
 
 
 async def scope_memories(services: Services, scope: Scope, metadata: dict[str, Any] | None) -> list[Memory]:
     """Every current memory of the scope, newest first."""
     memories: list[Memory] = []
-    async with map_core_errors():
-        while True:
-            page = await services.core.store.list(scope, limit=PAGE, offset=len(memories), metadata=metadata)
-            memories += page
-            if len(page) < PAGE:
-                return memories
+    while True:
+        page = await services.core.store.list(scope, limit=PAGE, offset=len(memories), metadata=metadata)
+        memories += page
+        if len(page) < PAGE:
+            return memories
 
 
 async def get_all(request: Request) -> JSONResponse:
@@ -109,8 +108,7 @@ async def search(request: Request) -> JSONResponse:
     scope, metadata = request_scope(request, body)
     limit = body_int(body, "top_k", services.settings.memory.top_k, 1, MAX_SEARCH_LIMIT)
     threshold = body_number(body, "threshold", services.settings.memory.score_threshold, -1.0, 1.0)
-    async with map_core_errors():
-        hits = await services.retriever.search(scope, query, limit=limit, threshold=threshold)
+    hits = await services.retriever.search(scope, query, limit=limit, threshold=threshold)
     hits = [
         hit
         for hit in hits
@@ -126,8 +124,7 @@ async def current_version(services: Services, memory_id: str, access: Access) ->
     for _ in range(MAX_CHAIN):
         if memory.superseded_by is None:
             break
-        async with map_core_errors():
-            newer = await services.core.store.get(memory.superseded_by)
+        newer = await services.core.store.get(memory.superseded_by)
         if newer is None:
             break
         memory = newer

@@ -7,25 +7,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.access import access_of
-from gateway.memory_params import (
+from gateway.memory.params import (
     body_int,
     body_number,
     body_text,
-    event_json,
-    list_json,
     load_memory,
-    map_core_errors,
-    memory_json,
     metadata_filters,
     optional_id,
     parse_bool,
     parse_page,
     parse_time,
     read_body,
-    scored_json,
     services_of,
     user_id_of,
 )
+from gateway.memory.views import event_json, list_json, memory_json, scored_json
 from gateway.services import Services
 from mnemo.models import Memory, MemoryEvent, Scope
 
@@ -52,17 +48,16 @@ async def list_memories(request: Request) -> JSONResponse:
     after = parse_time(query.get("created_after"), "created_after")
     before = parse_time(query.get("created_before"), "created_before")
     filters = metadata_filters(query)
-    async with map_core_errors():
-        memories = await services.core.store.list(
-            scope,
-            include_invalidated=include_invalidated,
-            limit=limit,
-            offset=offset,
-            as_of=as_of,
-            created_after=after,
-            created_before=before,
-            metadata=filters,
-        )
+    memories = await services.core.store.list(
+        scope,
+        include_invalidated=include_invalidated,
+        limit=limit,
+        offset=offset,
+        as_of=as_of,
+        created_after=after,
+        created_before=before,
+        metadata=filters,
+    )
     access = access_of(request)
     return JSONResponse(list_json([memory_json(m, access) for m in memories], limit=limit, offset=offset))
 
@@ -81,8 +76,7 @@ async def search_memories(request: Request) -> JSONResponse:
     settings = services.settings.memory
     limit = body_int(body, "limit", settings.top_k, 1, MAX_SEARCH_LIMIT)
     threshold = body_number(body, "threshold", settings.score_threshold, -1.0, 1.0)
-    async with map_core_errors():
-        hits = await services.retriever.search(scope, query, limit=limit, threshold=threshold)
+    hits = await services.retriever.search(scope, query, limit=limit, threshold=threshold)
     access = access_of(request)
     return JSONResponse(list_json([scored_json(hit, access) for hit in hits]))
 
@@ -93,8 +87,7 @@ async def version_chain(services: Services, memory: Memory) -> list[Memory]:
     for step in ("supersedes", "superseded_by"):
         current = memory
         while (next_id := getattr(current, step)) and next_id not in chain and len(chain) < MAX_CHAIN:
-            async with map_core_errors():
-                found = await services.core.store.get(next_id)
+            found = await services.core.store.get(next_id)
             if found is None:
                 break
             chain[found.id] = current = found
@@ -103,10 +96,9 @@ async def version_chain(services: Services, memory: Memory) -> list[Memory]:
 
 async def chain_events(services: Services, chain: list[Memory]) -> list[MemoryEvent]:
     events: dict[str, MemoryEvent] = {}
-    async with map_core_errors():
-        for version in chain:
-            for event in await services.core.store.list_events(version.user_id, memory_id=version.id):
-                events.setdefault(event.id, event)
+    for version in chain:
+        for event in await services.core.store.list_events(version.user_id, memory_id=version.id):
+            events.setdefault(event.id, event)
     return sorted(events.values(), key=lambda e: e.created_at)
 
 

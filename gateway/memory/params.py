@@ -1,10 +1,9 @@
-"""Reading the memory API's query strings and bodies, and writing its JSON: every malformed
-value is a 400 naming its parameter, every unknown memory a 404, every store outage a 503."""
+"""Reading the memory API's query strings, bodies and path ids: every malformed value is a 400
+naming its parameter, every unknown (or other tenant's) memory a 404."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +15,7 @@ from gateway.body import read_json_object
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import ID_PATTERN, validate_id
 from gateway.services import Services
-from mnemo.errors import MnemoError
-from mnemo.models import Memory, MemoryEvent, ScoredMemory
+from mnemo.models import Memory
 
 MAX_LIMIT = 500
 METADATA_PREFIX = "metadata."
@@ -32,17 +30,6 @@ async def read_body(request: Request) -> dict[str, Any]:
     return await read_json_object(request, services_of(request).settings.server.max_body_bytes)
 
 
-@asynccontextmanager
-async def map_core_errors() -> AsyncIterator[None]:
-    """The store or embedder being down is the service's state, not a bug: a 503, never a 500."""
-    try:
-        yield
-    except MnemoError as exc:
-        raise GatewayError(
-            503, f"memory backend unavailable: {type(exc).__name__}", type="server_error", code="memory_unavailable"
-        ) from exc
-
-
 def not_found(memory_id: str) -> GatewayError:
     return GatewayError(404, f"no memory with id {memory_id!r}", param="id", code="memory_not_found")
 
@@ -51,8 +38,7 @@ async def load_memory(services: Services, memory_id: str, access: Access) -> Mem
     """The memory, or 404 when it does not exist or belongs to another tenant (existence stays hidden)."""
     if not ID_PATTERN.fullmatch(memory_id):
         raise not_found(memory_id)
-    async with map_core_errors():
-        memory = await services.core.store.get(memory_id)
+    memory = await services.core.store.get(memory_id)
     if memory is None or not access.sees(memory.user_id):
         raise not_found(memory_id)
     return memory
@@ -151,19 +137,3 @@ def body_int(body: dict[str, Any], field: str, default: int, low: int, high: int
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise bad_request(f"`{field}` must be an integer between {low} and {high}", param=field)
     return value
-
-
-def memory_json(memory: Memory, access: Access) -> dict[str, Any]:
-    return {"object": "memory", **memory.model_dump(mode="json"), "user_id": access.public_user(memory.user_id)}
-
-
-def scored_json(hit: ScoredMemory, access: Access) -> dict[str, Any]:
-    return {**memory_json(hit.memory, access), "score": hit.score}
-
-
-def event_json(event: MemoryEvent, access: Access) -> dict[str, Any]:
-    return {"object": "memory.event", **event.model_dump(mode="json"), "user_id": access.public_user(event.user_id)}
-
-
-def list_json(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"object": "list", "data": data, **extra}

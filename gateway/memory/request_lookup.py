@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from typing import cast
 
@@ -22,11 +23,13 @@ from starlette.responses import JSONResponse
 from gateway.access import access_of
 from gateway.errors import GatewayError
 from gateway.identity import ID_PATTERN, MemoryContext
-from gateway.memory_params import map_core_errors, memory_json, services_of, user_id_of
+from gateway.memory.params import services_of, user_id_of
+from gateway.memory.views import memory_json
 from gateway.services import Services
 from mnemo.errors import QueueError
 from mnemo.models import Memory, ScoredMemory
 from mnemo.queue import SideNote
+from mnemo.user_order import epoch_ms
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +46,15 @@ def request_side_note(request_id: str, user_id: str, memory_ids: Sequence[str]) 
     return SideNote(REQUEST_KEY.format(request_id=request_id), fields, REQUEST_TTL_S)
 
 
-async def note_request(services: Services, request_id: str, user_id: str, memory_ids: Sequence[str]) -> None:
-    """Record which memories a request was given; never raises (run after the response)."""
+async def note_request(
+    services: Services, request_id: str, user_id: str, memory_ids: Sequence[str], started_ms: int
+) -> None:
+    """Record which memories a request was given, unless its user was erased after the request
+    started; never raises (run after the response)."""
     note = request_side_note(request_id, user_id, memory_ids)
     try:
         async with asyncio.timeout(services.settings.redis.enqueue_timeout_s):
-            redis = await services.queue.pool()
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.hset(note.key, mapping=dict(note.fields))
-                pipe.expire(note.key, note.ttl_s)
-                await pipe.execute()
+            await services.queue.note(user_id, started_ms, note)
     except (QueueError, RedisError, OSError, TimeoutError) as exc:
         logger.warning("request %s not recorded for lookups: %s", request_id, type(exc).__name__)
 
@@ -82,16 +84,14 @@ def request_not_found(request_id: str) -> GatewayError:
 
 async def load_memories(services: Services, memory_ids: Sequence[str]) -> list[Memory]:
     found: list[Memory] = []
-    async with map_core_errors():
-        for memory_id in dict.fromkeys(memory_ids):
-            if (memory := await services.core.store.get(memory_id)) is not None:
-                found.append(memory)
+    for memory_id in dict.fromkeys(memory_ids):
+        if (memory := await services.core.store.get(memory_id)) is not None:
+            found.append(memory)
     return found
 
 
 async def created_ids(services: Services, user_id: str, request_id: str) -> list[str]:
-    async with map_core_errors():
-        events = await services.core.store.list_events(user_id)
+    events = await services.core.store.list_events(user_id)
     return [e.memory_id for e in events if e.source_request_id == request_id and e.action in CREATING_ACTIONS]
 
 
@@ -135,6 +135,7 @@ class RequestNote:
         self.user_id = user_id
         self.memory_ids = list(memory_ids)
         self.written = False
+        self.started_ms = epoch_ms(time.time())  # made as the chat starts: the erasure check's time
 
     def side_note(self) -> SideNote:
         return request_side_note(self.request_id, self.user_id, self.memory_ids)
@@ -144,7 +145,7 @@ class RequestNote:
 
     async def _write_unless_written(self) -> None:
         if not self.written:
-            await note_request(self._services, self.request_id, self.user_id, self.memory_ids)
+            await note_request(self._services, self.request_id, self.user_id, self.memory_ids, self.started_ms)
 
 
 def request_note(services: Services, context: MemoryContext, memories: Sequence[ScoredMemory]) -> RequestNote | None:
