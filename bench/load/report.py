@@ -18,7 +18,7 @@ def render(results: dict[str, Any]) -> str:
         "(embedded Redis, Qdrant Edge, raw extraction, memory on); scripted upstream with a 200 ms first chunk "
         f"and 8 chunks 20 ms apart. Machine: {machine.get('cpus')} CPUs, load average at start "
         f"{machine.get('load_average')}. Command: `.venv/bin/python -m bench.load.run"
-        f"{' --quick' if results['quick'] else ''}`.",
+        f"{results.get('options', ' --quick' if results['quick'] else '')}`.",
         "",
         "| | value |",
         "| --- | --- |",
@@ -28,7 +28,8 @@ def render(results: dict[str, Any]) -> str:
         f"| exchanges sent / stored | {results['exchanges_sent']} / {results['exchanges_stored']} |",
         f"| lost | {results['exchanges_lost']} |",
         f"| duplicated memories | {results['memories_duplicated']} |",
-        f"| worker caught up | {results['worker_drain_s']} s after the load stopped |",
+        f"| worker caught up | {results['worker_drain_s']} s after the load stopped{backlog(results)} |",
+        *cost_rows(results),
         f"| time to first chunk p50 / p99 | {results['ttft_ms']['p50']} / {results['ttft_ms']['p99']} ms |",
         f"| whole stream p50 / p99 | {results['total_ms']['p50']} / {results['total_ms']['p99']} ms |",
         "",
@@ -46,6 +47,30 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def backlog(results: dict[str, Any]) -> str:
+    if "worker_backlog_at_load_end" not in results:
+        return ""
+    return (
+        f" ({results['worker_backlog_at_load_end']} exchanges still to store then, "
+        f"{results['worker_catch_up_per_s']}/s)"
+    )
+
+
+def cost_rows(results: dict[str, Any]) -> list[str]:
+    """Redis commands and CPU per exchange, from the load's start until the worker caught up."""
+    if "redis_commands" not in results:
+        return []
+    redis, cpu = results["redis_commands"], results["cpu_ms_per_exchange"]
+    total = redis["total"]
+    top = ", ".join(f"{name} {n}" for name, n in total["top"].items())
+    return [
+        f"| Redis commands per exchange (during / after the load) | {total['per_exchange']} "
+        f"({redis['during_load']['per_exchange']} / {redis['after_load']['per_exchange']}), "
+        f"{total['scripts_per_exchange']} of them scripts; most called: {top} |",
+        f"| CPU per exchange, Mnemo process / redis-server | {cpu['mnemo']} / {cpu['redis']} ms |",
+    ]
 
 
 def row(name: str, values: list[Any]) -> str:

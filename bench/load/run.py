@@ -6,7 +6,10 @@ apart), for ``--duration`` seconds. Then it waits for the worker to store every 
     .venv/bin/python -m bench.load.run [--duration 120] [--clients 64] [--quick]
 
 Reports errors, exchanges sent against memories stored (lost, duplicated), and the Mnemo
-process's RSS, open file descriptors and TCP connections before and after (from /proc).
+process's RSS, open file descriptors and TCP connections before and after (from /proc). From the
+start of the load until the worker has stored everything: the Redis commands per exchange
+(``INFO commandstats`` on the embedded Redis, gateway and worker together) and the CPU per
+exchange of the Mnemo process and of its redis-server.
 Writes bench/results/load.{json,md}.
 """
 
@@ -21,13 +24,17 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import psutil
+import redis
 
 from bench import stats
 from bench.load import probe, report
 from bench.overhead import targets
+from bench.worker import redis_commands
+from mnemo.embedded_redis import EmbeddedRedis
 
 logger = logging.getLogger("bench.load")
 
@@ -110,13 +117,22 @@ def stored_counts(base: str, sent: dict[str, str]) -> tuple[int, int]:
     return stored, sum(n - 1 for n in per_request.values() if n > 1)
 
 
-def wait_for_worker(base: str, sent: dict[str, str]) -> tuple[int, int, float]:
+@dataclass(frozen=True)
+class Drained:
+    stored: int
+    duplicated: int
+    seconds: float  # until every exchange sent was stored (or DRAIN_TIMEOUT_S)
+    backlog: int  # exchanges sent but not stored yet when the wait began
+
+
+def wait_for_worker(base: str, sent: dict[str, str]) -> Drained:
     started = time.monotonic()
     stored, duplicated = stored_counts(base, sent)
+    backlog = len(sent) - stored
     while stored < len(sent) and time.monotonic() - started < DRAIN_TIMEOUT_S:
         time.sleep(2)
         stored, duplicated = stored_counts(base, sent)
-    return stored, duplicated, time.monotonic() - started
+    return Drained(stored, duplicated, time.monotonic() - started, backlog)
 
 
 def settle(base: str, pause_s: float) -> None:
@@ -133,12 +149,55 @@ async def run_warmup(url: str, tally: Tally) -> None:
             await one_stream(client, url, "load-warmup", f"I warmed up {number} {time.time_ns()}", tally)
 
 
+@dataclass(frozen=True)
+class Counters:
+    """Redis's command counts and the CPU seconds of the Mnemo process and its redis-server."""
+
+    calls: dict[str, int]
+    mnemo_cpu_s: float
+    redis_cpu_s: float
+
+
+def read_counters(pid: int, redis_socket: Path) -> Counters:
+    client = redis.Redis(unix_socket_path=str(redis_socket))
+    try:
+        calls = redis_commands.calls(cast(dict[str, Any], client.info("commandstats")))  # sync client
+    finally:
+        client.close()
+    process = psutil.Process(pid)
+    children = 0.0
+    for child in process.children(recursive=True):
+        try:
+            children += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return Counters(calls, sum(process.cpu_times()[:2]), children)
+
+
+def costs(start: Counters, load_end: Counters, drained: Counters, exchanges: int) -> dict[str, Any]:
+    """Per exchange sent: Redis commands during the load, after it (the worker catching up), and
+    both; CPU of the Mnemo process and of its redis-server over both."""
+    count = max(1, exchanges)
+    return {
+        "redis_commands": {
+            "during_load": redis_commands.per_exchange(redis_commands.delta(start.calls, load_end.calls), count),
+            "after_load": redis_commands.per_exchange(redis_commands.delta(load_end.calls, drained.calls), count),
+            "total": redis_commands.per_exchange(redis_commands.delta(start.calls, drained.calls), count),
+        },
+        "cpu_ms_per_exchange": {
+            "mnemo": round((drained.mnemo_cpu_s - start.mnemo_cpu_s) * 1000 / count, 3),
+            "redis": round((drained.redis_cpu_s - start.redis_cpu_s) * 1000 / count, 3),
+        },
+    }
+
+
 def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
     upstream = targets.upstream(workdir, chunks=8, first_chunk_ms=200, chunk_ms=20).start()
     mnemo = targets.mnemo(workdir, upstream.url, None).start()
     try:
         assert mnemo.process is not None
         pid = mnemo.process.pid
+        redis_socket = EmbeddedRedis(workdir / "mnemo-data").socket_path  # where `mnemo up` puts it
         settle(mnemo.url, 0)
         cold = probe.snapshot(pid)
         # Pools (upstream connections, the queue's Redis connections) fill to the concurrency's
@@ -148,11 +207,14 @@ def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
         wait_for_worker(mnemo.url, warm.sent)
         settle(mnemo.url, 6)
         before = probe.snapshot(pid)
+        start = read_counters(pid, redis_socket)
         started = time.monotonic()
         tally = asyncio.run(run_load(mnemo.url + "/v1/chat/completions", clients, duration_s))
         elapsed = time.monotonic() - started
+        load_end = read_counters(pid, redis_socket)
         during = probe.snapshot(pid)
-        stored, duplicated, drain_s = wait_for_worker(mnemo.url, tally.sent)
+        drain = wait_for_worker(mnemo.url, tally.sent)
+        drained = read_counters(pid, redis_socket)
         settle(mnemo.url, 6)
         after = probe.snapshot(pid)
     finally:
@@ -168,10 +230,14 @@ def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
         "error_kinds": dict(tally.errors),
         "status_5xx": tally.status_5xx,
         "exchanges_sent": len(tally.sent),
-        "exchanges_stored": stored,
-        "exchanges_lost": len(tally.sent) - stored,
-        "memories_duplicated": duplicated,
-        "worker_drain_s": round(drain_s, 1),
+        "exchanges_stored": drain.stored,
+        "exchanges_lost": len(tally.sent) - drain.stored,
+        "memories_duplicated": drain.duplicated,
+        "worker_drain_s": round(drain.seconds, 1),
+        "worker_backlog_at_load_end": drain.backlog,
+        # How fast the worker caught up once the chats stopped (the 2 s polling rounds it down).
+        "worker_catch_up_per_s": round(drain.backlog / drain.seconds, 1) if drain.seconds > 0 else None,
+        **costs(start, load_end, drained, len(tally.sent)),
         "ttft_ms": stats.summary(tally.ttft_ms),
         "total_ms": stats.summary(tally.total_ms),
         "warmup_s": WARMUP_S,
@@ -196,7 +262,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     duration = 20.0 if args.quick else args.duration
-    results: dict[str, Any] = {"bench": "load", "quick": args.quick, "machine_start": stats.machine()}
+    options = " --quick" if args.quick else (f" --duration {args.duration:g}" if args.duration != 120 else "")
+    options += f" --clients {args.clients}" if args.clients != 64 else ""
+    results: dict[str, Any] = {
+        "bench": "load",
+        "quick": args.quick,
+        "options": options,
+        "machine_start": stats.machine(),
+    }
     with tempfile.TemporaryDirectory(prefix="mnemo-load-") as workdir:
         results.update(measure(duration, args.clients, Path(workdir)))
     results["machine_end"] = stats.machine()

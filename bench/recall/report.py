@@ -66,8 +66,26 @@ def markdown(results: dict[str, Any]) -> str:
             row = recall.get(group)
             if row:
                 lines.append(f"| {group} | {name} | " + " | ".join(str(row[m]) for m in METRICS) + f" | {row['n']} |")
-    lines += ["", *ingest_lines(raw), *token_lines(raw), *sweep_lines(raw.get("sweep", [])), *llm_lines(results)]
+    lines += ["", *ingest_lines(raw), *token_lines(raw), *import_lines(results), *sweep_lines(raw.get("sweep", []))]
+    lines += llm_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def import_lines(results: dict[str, Any]) -> list[str]:
+    """Recall through `mnemo import` and the REST search of a running Mnemo, against in-process."""
+    imported = results.get("raw_through_import")
+    if not imported:
+        return []
+    overall, here = imported["recall"]["overall"], results["raw"]["recall"]["overall"]
+    worst = imported["largest_difference"]
+    return [
+        f"Through `mnemo import` into a running `mnemo up` and its REST search: {imported['ingest']['memories']} "
+        f"memories imported in {imported['ingest']['seconds']} s; overall any@10 {overall['any@10']} (in-process "
+        f"{here['any@10']}), mrr {overall['mrr']} ({here['mrr']}); largest difference over every group and metric: "
+        + ", ".join(f"{metric} {points}" for metric, points in sorted(worst.items()))
+        + " points.",
+        "",
+    ]
 
 
 def ingest_lines(raw: dict[str, Any]) -> list[str]:

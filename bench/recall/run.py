@@ -5,7 +5,9 @@ its retrieval, and compare evidence recall with BM25 and dense baselines over th
 
 Raw mode always runs (a memory per turn, real embedder, real EdgeMemoryStore in a temp dir).
 Extraction mode needs an OpenAI-compatible LLM: ``--extraction-model openai/NAME --extraction-base-url URL``;
-without them it is skipped and the results say so.
+without them it is skipped and the results say so. ``--through-import URL`` also ingests the
+conversations with `mnemo import` into a running Mnemo and asks through its REST search
+(bench.recall.through_import), and reports how far those numbers are from the in-process ones.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.recall import report
+from bench.recall import report, through_import
 from bench.recall.baselines import Bm25Index, DenseIndex
 from bench.recall.locomo import Conversation, load
 from bench.recall.metrics import Scores
@@ -184,6 +186,13 @@ async def sweep(
     return rows
 
 
+def run_through_import(args: argparse.Namespace, conversations: list[Conversation]) -> dict[str, Any]:
+    url, key = args.through_import, args.api_key
+    result = {"ingest": through_import.ingest(conversations, Path(args.data), url, key)}
+    threshold = MemorySettings().score_threshold
+    return result | through_import.ask(conversations, url, key, DEPTH, threshold)
+
+
 def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
     return ExtractionSettings(
         mode="llm", model=args.extraction_model, base_url=args.extraction_base_url, api_key_env=args.api_key_env
@@ -197,6 +206,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results: dict[str, Any] = {"run": report.run_info(args, conversations)}
         results["baselines"] = await baselines(conversations, embedder)
         results["raw"] = await run_mode(conversations, embedder, "raw", args)
+        if args.through_import:
+            results["raw_through_import"] = imported = await asyncio.to_thread(run_through_import, args, conversations)
+            imported["largest_difference"] = through_import.compare(results["raw"]["recall"], imported["recall"])
         if args.extraction_model and args.extraction_base_url:
             results["llm"] = await run_mode(conversations, embedder, "llm", args)
         else:
@@ -225,6 +237,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extraction-model", help="litellm model for extraction mode, e.g. openai/gpt-4o-mini")
     parser.add_argument("--extraction-base-url", help="OpenAI-compatible base URL for extraction mode")
     parser.add_argument("--api-key-env", help="environment variable holding the extraction API key")
+    parser.add_argument(
+        "--through-import", metavar="URL", help="also ingest with `mnemo import` into the Mnemo at URL (raw mode)"
+    )
+    parser.add_argument("--api-key", help="that Mnemo's admin key, if it has keys")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where recall.json and recall.md go")
     return parser.parse_args(argv)
 

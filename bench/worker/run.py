@@ -6,6 +6,11 @@ recording scripted LLM, and Mem0's ``Memory.add(infer=True)`` on the same exchan
 The sequential run is repeated with extraction routed through litellm instead of the direct
 httpx client, to show what the direct path saves.
 
+Each exchange's outcome (``MemoryWriter.process``'s time and ``IngestResult``) is collected
+bench-side (bench/worker/outcomes.py; drain jobs keep no arq result), and Redis's
+``INFO commandstats`` is read before the enqueue, after it and after the worker's run, for the
+Redis commands per exchange (bench/worker/redis_commands.py).
+
 Writes bench/results/worker.{json,md}. Tokens are counted with litellm's tokenizer (offline) on
 what the scripted LLM received and answered, the same way for both.
 """
@@ -31,7 +36,8 @@ import httpx
 import psutil
 
 from bench import facts, stats, venvs
-from bench.worker import report
+from bench.worker import redis_commands, report
+from bench.worker.outcomes import Outcome, Outcomes
 from bench.worker.stages import Stages
 from mnemo.config import Settings
 from mnemo.embedded_redis import EmbeddedRedis
@@ -94,22 +100,37 @@ async def run_mnemo(
             }
         )
         if redis_url:
-            return await drive_worker(settings, redis_settings(settings), exchanges, upstream_url)
+            return await drive_worker(settings, redis_settings(settings), exchanges, upstream_url, None)
         embedded = EmbeddedRedis(settings.data_path)
         await embedded.start()
         try:
             redis = redis_settings(settings, str(embedded.socket_path))
-            return await drive_worker(settings, redis, exchanges, upstream_url)
+            return await drive_worker(settings, redis, exchanges, upstream_url, embedded_pid(embedded))
         finally:
             await embedded.stop()
 
 
+def embedded_pid(embedded: EmbeddedRedis) -> int | None:
+    try:
+        return int(embedded.pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process (0 without one: a shared Redis's CPU is not the run's)."""
+    if pid is None:
+        return 0.0
+    return float(sum(psutil.Process(pid).cpu_times()[:2]))
+
+
 async def drive_worker(
-    settings: Settings, redis: Any, exchanges: list[dict[str, Any]], upstream_url: str
+    settings: Settings, redis: Any, exchanges: list[dict[str, Any]], upstream_url: str, redis_pid: int | None
 ) -> dict[str, Any]:
     core = await open_core(settings)
     queue = await ExchangeQueue.connect(redis, settings.redis.queue_name)
     timer = Stages()
+    outcomes = Outcomes()
     try:
         # Warm-up: litellm's import and first call, the embedder's first batch, outside the timed run.
         warmup = make_exchanges(4, 2, seed=99)
@@ -118,28 +139,36 @@ async def drive_worker(
         await run_burst(settings, redis, core)
         async with httpx.AsyncClient() as client:  # forget the warm-up's LLM calls
             await client.get(upstream_url + "/bench/recorded", timeout=30)
+        pool = await queue.pool()
+        calls_start = await redis_commands.snapshot(pool)
         for number, raw in enumerate(exchanges):
             await queue.enqueue(to_exchange(number, raw))
+        calls_enqueued = await redis_commands.snapshot(pool)
         worker = build_worker(settings, redis, core=core, burst=True)
         timer.install()
+        outcomes.install()
         process = psutil.Process()
         cpu_before = sum(process.cpu_times()[:2])
+        redis_cpu_before = cpu_seconds(redis_pid)
         started = time.perf_counter()
         await worker.async_run()
         wall = time.perf_counter() - started
         cpu = sum(process.cpu_times()[:2]) - cpu_before
-        measured = {f"bench-{number:06d}" for number in range(len(exchanges))}
-        results = [
-            job.result
-            for job in await (await queue.pool()).all_job_results()
-            if isinstance(job.result, dict) and job.result.get("request_id") in measured
-        ]
+        redis_cpu = cpu_seconds(redis_pid) - redis_cpu_before
+        calls_end = await redis_commands.snapshot(pool)
+        applied = outcomes.of({f"bench-{number:06d}" for number in range(len(exchanges))})
         await worker.close()
     finally:
+        outcomes.uninstall()
         timer.uninstall()
         await queue.close()
         await core.close()
-    return summarise_jobs(results, wall, cpu, timer, len(exchanges))
+    summary = summarise_jobs(applied, wall, cpu, timer, len(exchanges))
+    if redis_pid is not None:
+        summary["redis_cpu_ms_per_exchange"] = round(redis_cpu * 1000 / len(exchanges), 3)
+    summary["redis_commands"] = redis_commands.summarise(calls_start, calls_enqueued, calls_end, len(exchanges))
+    summary["redis_commands"]["server"] = "embedded" if redis_pid is not None else "shared (counts other clients too)"
+    return summary
 
 
 async def run_burst(settings: Settings, redis: Any, core: Any) -> None:
@@ -150,9 +179,11 @@ async def run_burst(settings: Settings, redis: Any, core: Any) -> None:
         await worker.close()
 
 
-def summarise_jobs(results: list[Any], wall: float, cpu: float, timer: Stages, count: int) -> dict[str, Any]:
-    applied = [r for r in results if isinstance(r, dict) and r.get("status") == "applied"]
-    durations = [r["duration_ms"] for r in applied]
+def summarise_jobs(applied: list[Outcome], wall: float, cpu: float, timer: Stages, count: int) -> dict[str, Any]:
+    """``job_ms`` is each exchange's ``MemoryWriter.process`` time (its LLM calls, embeddings and
+    store writes, the drain's fence script before its first write included)."""
+    durations = [outcome.duration_ms for outcome in applied]
+    results = [outcome.result for outcome in applied]
     return {
         "exchanges": count,
         "applied": len(applied),
@@ -164,9 +195,9 @@ def summarise_jobs(results: list[Any], wall: float, cpu: float, timer: Stages, c
         "own_ms_per_exchange": round((sum(durations) - timer.llm_seconds * 1000) / max(1, len(applied)), 3),
         "stage_ms_per_exchange": timer.per_exchange(count),
         "process_cpu_ms_per_exchange": round(cpu * 1000 / count, 3),
-        "facts": sum(r["facts"] for r in applied),
-        "restated": sum(r.get("restated", 0) for r in applied),
-        "created": sum(len(r["created"]) for r in applied),
+        "facts": sum(r.facts for r in results),
+        "restated": sum(r.restated for r in results),
+        "created": sum(len(r.created) for r in results),
     }
 
 
