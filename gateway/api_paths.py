@@ -7,7 +7,7 @@ The key middleware and the pass-through both ask this one question, so a path is
 from __future__ import annotations
 
 # The memory API's resources: their whole subtrees are Mnemo's, whatever the method or the depth.
-MEMORY_RESOURCES = ("memories", "users", "events", "requests")
+MEMORY_RESOURCES = ("memories", "users", "events", "requests", "imports")
 
 
 def memory_roots(prefix: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from gateway.recorder import ExchangeRecorder
 from gateway.request_metrics import RequestMetrics
 from gateway.responses import responses
 from gateway.services import Services
+from gateway.ui.routes import console_routes
 from gateway.upstream import ModelTable, OpenAICompatibleUpstream
 from gateway.upstream_transport import upstream_transport
 from mnemo.config import Settings
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, core: Core | None = None, redis: RedisSett
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *memory_routes(settings.server.memory_api_prefix),
+        *console_routes(settings.server.memory_api_prefix),
     ]
     routes += passthrough_routes(settings.server, reserved=routes)  # last: whatever no route above serves
     handlers = {

@@ -12,7 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError, bad_request
+from gateway.body_checks import check_stream_flag, require_messages, require_model
+from gateway.errors import GatewayError
 from gateway.injection import inject
 from gateway.memory_loop import serve
 from gateway.services import Services
@@ -22,19 +23,9 @@ from mnemo.messages import content_text
 
 
 def validate_chat_body(body: dict[str, Any]) -> None:
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise bad_request("`model` is required and must be a non-empty string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("`messages` is required and must be a non-empty array", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request(f"messages[{index}] must be an object with a string `role`", param=f"messages[{index}]")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise bad_request(f"messages[{index}].content must be a string or an array", param=f"messages[{index}]")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise bad_request("`stream` must be a boolean", param="stream")
+    require_model(body)
+    require_messages(body, content_required=False)
+    check_stream_flag(body)
 
 
 def reply_text(content: bytes) -> str | None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from starlette.datastructures import Headers
 
 from gateway.errors import bad_request
+from mnemo.durations import parse_duration
 from mnemo.models import Scope
 
 USER_HEADER = "x-mnemo-user-id"
@@ -18,6 +20,7 @@ AGENT_HEADER = "x-mnemo-agent-id"
 SESSION_HEADER = "x-mnemo-session-id"
 MEMORY_HEADER = "x-mnemo-memory"
 EXTRACTION_HEADER = "x-mnemo-extraction"
+EXPIRES_HEADER = "x-mnemo-expires-in"
 
 MemoryMode = Literal["on", "read", "write", "off"]
 MEMORY_MODES: tuple[MemoryMode, ...] = ("on", "read", "write", "off")
@@ -30,6 +33,9 @@ class MemoryContext:
     scope: Scope | None  # None: no user id, so the request is proxied with memory off
     mode: MemoryMode
     extraction_mode: Literal["raw", "llm"] | None
+    # X-Mnemo-Expires-In: the memories this exchange creates expire this long after it (the
+    # retention policy may cut it shorter, never longer; mnemo.retention).
+    expires_in: timedelta | None = None
 
     @property
     def reads(self) -> bool:
@@ -85,6 +91,7 @@ def read_memory_context(
         raise bad_request(f"{EXTRACTION_HEADER} must be raw or llm", param=EXTRACTION_HEADER)
     agent = _optional_id(headers, AGENT_HEADER)
     session = _optional_id(headers, SESSION_HEADER)
+    expires_in = read_expires_in(headers)
     scope = None
     if user not in (None, ""):
         scope = Scope(user_id=validate_id(user, user_field), agent_id=agent, session_id=session)
@@ -93,4 +100,15 @@ def read_memory_context(
         scope=scope,
         mode=mode,
         extraction_mode=extraction,  # type: ignore[arg-type]
+        expires_in=expires_in,
     )
+
+
+def read_expires_in(headers: Headers) -> timedelta | None:
+    value = headers.get(EXPIRES_HEADER)
+    if value in (None, ""):
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise bad_request(f"{EXPIRES_HEADER}: {exc}", param=EXPIRES_HEADER, code="invalid_duration") from None

@@ -8,6 +8,8 @@ can serve it, the shape of an error) is a :class:`Dialect`; the loop itself is w
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -98,31 +100,45 @@ def memory_context(request: Request, services: Services, body: dict[str, Any], d
 async def serve(request: Request, dialect: Dialect) -> Response:
     services: Services = request.state.services
     started_at = utcnow()
+    # The chat is done with once its record step ran or was skipped: counted here, or by the
+    # relay at the end of a stream (mnemo_chat_lifecycles_total).
+    relayed = False
     try:
-        body = await read_json_object(request, services.settings.server.max_body_bytes)
-        dialect.validate(body)
-        context = memory_context(request, services, body, dialect)
-        route = services.models.resolve(body["model"])
-        streams = body.get("stream") is True
-        mark_chat(request, services.models, body["model"], streams)
-        upstream = dialect.upstream(services, route)
-        messages = dialect.messages(body)
-        found = await recall(services, context, messages)
-        services.metrics.inc("mnemo_memory_status_total", api=dialect.api, status=found.status)
-        forwarded = dialect.inject(body, render_block(found.memories)) if found.memories else body
-        turn = Turn(services, context, body["model"], messages, started_at, found)
-        if streams:
-            stream = await upstream.stream(route, forwarded, request.headers)
-            relay = StreamRelay(stream, turn.record, dialect.stream_reply())
-            headers = {**turn.headers, **STREAM_HEADERS}
-            return StreamingResponse(
-                relay, media_type="text/event-stream", headers=headers, background=turn.background()
-            )
-        content = await upstream.complete(route, forwarded, request.headers)
-    except GatewayError as exc:
-        services.metrics.inc("mnemo_chat_errors_total", status=str(exc.status))
-        return dialect.error_response(exc)
-    reply = dialect.reply_text(content)
-    if reply is not None:
-        await turn.record(reply)
-    return Response(content, media_type="application/json", headers=turn.headers, background=turn.background())
+        try:
+            body = await read_json_object(request, services.settings.server.max_body_bytes)
+            dialect.validate(body)
+            context = memory_context(request, services, body, dialect)
+            route = services.models.resolve(body["model"])
+            streams = body.get("stream") is True
+            mark_chat(request, services.models, body["model"], streams)
+            upstream = dialect.upstream(services, route)
+            messages = dialect.messages(body)
+            found = await recall(services, context, messages)
+            services.metrics.inc("mnemo_memory_status_total", api=dialect.api, status=found.status)
+            forwarded = dialect.inject(body, render_block(found.memories)) if found.memories else body
+            turn = Turn(services, context, body["model"], messages, started_at, found)
+            if streams:
+                stream = await upstream.stream(route, forwarded, request.headers)
+                relay = StreamRelay(stream, turn.record, dialect.stream_reply(), on_end=lifecycle_end(services))
+                relayed = True
+                headers = {**turn.headers, **STREAM_HEADERS}
+                return StreamingResponse(
+                    relay, media_type="text/event-stream", headers=headers, background=turn.background()
+                )
+            content = await upstream.complete(route, forwarded, request.headers)
+        except GatewayError as exc:
+            services.metrics.inc("mnemo_chat_errors_total", status=str(exc.status))
+            return dialect.error_response(exc)
+        reply = dialect.reply_text(content)
+        if reply is not None:
+            await turn.record(reply)
+        return Response(content, media_type="application/json", headers=turn.headers, background=turn.background())
+    finally:
+        if not relayed:
+            lifecycle_end(services)()
+
+
+def lifecycle_end(services: Services) -> Callable[[], None]:
+    """Count a chat as done with: after its record step (run or skipped), so a test that sees the
+    count move knows nothing more of that chat will be enqueued (tests/support/probes.py)."""
+    return functools.partial(services.metrics.inc, "mnemo_chat_lifecycles_total")

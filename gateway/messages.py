@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.anthropic import MESSAGES, MessagesReply, message_text
+from gateway.body_checks import check_stream_flag, require_messages, require_model
 from gateway.errors import GatewayError, anthropic_response, bad_request
 from gateway.injection import append_block
 from gateway.memory_loop import serve
@@ -25,20 +26,11 @@ from gateway.upstream import Route, Upstream
 
 
 def validate_messages_body(body: dict[str, Any]) -> None:
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise bad_request("`model` is required and must be a non-empty string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("`messages` is required and must be a non-empty array", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request(f"messages[{index}] must be an object with a string `role`", param=f"messages[{index}]")
-        if not isinstance(message.get("content"), str | list):
-            raise bad_request(f"messages[{index}].content must be a string or an array", param=f"messages[{index}]")
+    require_model(body)
+    require_messages(body, content_required=True)
     if body.get("system") is not None and not isinstance(body["system"], str | list):
         raise bad_request("`system` must be a string or an array of text blocks", param="system")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise bad_request("`stream` must be a boolean", param="stream")
+    check_stream_flag(body)
 
 
 class AnthropicMessages:

@@ -36,6 +36,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("api", "status"),
     ),
     "mnemo_chat_errors_total": ("Chat requests answered with an error, by status", ("status",)),
+    "mnemo_chat_lifecycles_total": (
+        "Chat requests done with: reply sent or refused, and the record step run or skipped",
+        (),
+    ),
 }
 
 
@@ -148,6 +152,7 @@ def worker_families(jobs: JobTotals) -> Iterator[Metric]:
         ("memories_created", "Memories written by applied jobs"),
         ("memories_invalidated", "Memories invalidated by applied jobs"),
         ("memories_truncated", "Raw-mode memories stored cut to limits.max_memory_chars"),
+        ("memories_expired", "Memories erased by the retention sweep once expired (mnemo.retention)"),
     ):
         yield CounterMetricFamily(f"mnemo_worker_{name}", help_text, jobs.counters.get(name, 0.0))
     skipped = CounterMetricFamily(

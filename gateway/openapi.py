@@ -39,6 +39,14 @@ def _op(summary: str, *params: Any, body: dict[str, Any] | None = None, ok: str 
     return operation
 
 
+def console_op(summary: str, media_types: list[str], *params: Any) -> dict[str, Any]:
+    """A file of the memory console, served without a key."""
+    operation = _op(summary, *params)
+    operation["responses"]["200"] = {"description": "OK", "content": {media: {} for media in media_types}}
+    operation["security"] = [{}]
+    return operation
+
+
 PAGE = [
     _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 500}),
     _param("offset", schema={"type": "integer", "minimum": 0}),
@@ -55,7 +63,7 @@ def memory_paths() -> dict[str, Any]:
     listing += [_param(name, schema={"type": "boolean"}) for name in ("include_invalidated",)]
     listing += [_param(name, schema=TIME) for name in ("as_of", "created_after", "created_before")]
     create = {**SCOPE, "facts": {"type": "array", "items": {"type": "string"}}, "messages": MESSAGES}
-    create |= {"infer": {"type": "boolean"}, "metadata": METADATA}
+    create |= {"infer": {"type": "boolean"}, "metadata": METADATA, "expires_at": TIME}
     search = {"query": {"type": "string"}, "user_id": ID, "agent_id": OPTIONAL_ID, "limit": {"type": "integer"}}
     search["threshold"] = {"type": "number"}
     return {
@@ -69,7 +77,7 @@ def memory_paths() -> dict[str, Any]:
             "patch": _op(
                 "Correct a memory (new version)",
                 MEMORY_ID,
-                body=_body({"text": {"type": "string"}, "reason": {"type": "string"}}, ["text"]),
+                body=_body({"text": {"type": "string"}, "reason": {"type": "string"}, "expires_at": TIME}, []),
             ),
             "delete": _op(
                 "Invalidate a memory, or erase its chain", MEMORY_ID, _param("hard", schema={"type": "boolean"})
@@ -77,11 +85,56 @@ def memory_paths() -> dict[str, Any]:
         },
         "/v1/memories/{memory_id}/history": {"get": _op("Every version and event of a memory", MEMORY_ID)},
         "/v1/events": {"get": _op("A user's audit feed", _param("user_id", required=True), *PAGE)},
-        "/v1/users/{user_id}": {"delete": _op("Erase everything held about a user", _param("user_id", "path"))},
+        "/v1/users": {
+            "get": _op(
+                "The caller's tenant's users by id, with their counts and first and last activity",
+                _param("prefix", schema={"type": "string", "pattern": "^[A-Za-z0-9._:@+\\-]{0,128}$"}),
+                *PAGE,
+            )
+        },
+        "/v1/users/{user_id}": {
+            "get": _op("One user's counts and activity (404 when nothing is held)", _param("user_id", "path")),
+            "delete": _op("Erase everything held about a user", _param("user_id", "path")),
+        },
         "/v1/users/{user_id}/export": {"get": _op("Everything held about a user", _param("user_id", "path"))},
         "/v1/requests/{request_id}": {
             "get": _op(
                 "Memories injected into and created by a request", _param("request_id", "path"), _param("user_id")
+            )
+        },
+        **import_paths(),
+    }
+
+
+def import_paths() -> dict[str, Any]:
+    import_id = _param("import_id", "path", {"type": "string"})
+    start = {"user_id": ID, "agent_id": OPTIONAL_ID, "mode": {"enum": ["raw", "llm", None]}}
+    start["format"] = {"type": "string"}
+    past = {
+        "type": "object",
+        "properties": {
+            "conversation_id": {"type": "string"},
+            "id": {"type": "string"},
+            "messages": MESSAGES,
+            "reply": {"type": "string"},
+            "created_at": TIME,
+            "metadata": METADATA,
+        },
+        "required": ["conversation_id", "id", "messages"],
+    }
+    batch = {"user_id": ID, "agent_id": OPTIONAL_ID, "exchanges": {"type": "array", "items": past}}
+    batch["final"] = {"type": "boolean"}
+    counts = [_param(name, schema={"type": "integer", "minimum": 0}) for name in ("exchanges", "characters")]
+    counts.append(_param("mode", schema={"type": "string"}))
+    return {
+        "/v1/imports": {"post": _op("Start an import of past conversations", body=_body(start, ["user_id"]), ok="201")},
+        "/v1/imports/estimate": {"get": _op("LLM calls and tokens an import of this size would cost", *counts)},
+        "/v1/imports/{import_id}": {"get": _op("An import's progress and result", import_id)},
+        "/v1/imports/{import_id}/exchanges": {
+            "post": _op(
+                "Enqueue a batch of past exchanges (429 import_backpressure: resend after Retry-After)",
+                import_id,
+                body=_body(batch, ["user_id", "exchanges"]),
             )
         },
     }
@@ -91,7 +144,10 @@ def gateway_paths() -> dict[str, Any]:
     chat = {"model": {"type": "string"}, "messages": MESSAGES, "stream": {"type": "boolean"}}
     headers = [
         _param(name, "header", schema={"type": "string"})
-        for name in ("X-Mnemo-Api-Key", "X-Mnemo-User-Id", "X-Mnemo-Agent-Id", "X-Mnemo-Session-Id", "X-Mnemo-Memory")
+        for name in (
+            *("X-Mnemo-Api-Key", "X-Mnemo-User-Id", "X-Mnemo-Agent-Id", "X-Mnemo-Session-Id", "X-Mnemo-Memory"),
+            "X-Mnemo-Expires-In",
+        )
     ]
     return {
         "/v1/chat/completions": {
@@ -120,6 +176,14 @@ def gateway_paths() -> dict[str, Any]:
         "/readyz": {"get": _op("Readiness of the store, embedder and queue")},
         "/metrics": {"get": _op("Prometheus metrics")},
         "/openapi.json": {"get": _op("This document")},
+        "/ui": {"get": console_op("The memory console (its API calls carry the key typed into it)", ["text/html"])},
+        "/ui/{asset}": {
+            "get": console_op(
+                "A script, style sheet or icon of the memory console",
+                ["text/javascript", "text/css", "image/svg+xml"],
+                _param("asset", "path", {"type": "string"}),
+            )
+        },
     }
 
 
@@ -127,6 +191,7 @@ def mem0_paths() -> dict[str, Any]:
     mem0_id = _param("memory_id", "path")
     entities = [_param(name) for name in ("user_id", "agent_id", "run_id")]
     add = {**MEM0_BODY, "messages": MESSAGES, "infer": {"type": "boolean"}, "metadata": METADATA}
+    add["expiration_date"] = {"type": "string", "format": "date"}
     search = {**MEM0_BODY, "query": {"type": "string"}, "top_k": {"type": "integer"}, "threshold": {"type": "number"}}
     paging = [_param("page", schema={"type": "integer", "minimum": 1}), _param("page_size", schema={"type": "integer"})]
     return {
@@ -141,6 +206,7 @@ def mem0_paths() -> dict[str, Any]:
             "delete": _op("mem0 delete", mem0_id),
         },
         "/mem0/v1/memories/{memory_id}/history/": {"get": _op("mem0 history", mem0_id)},
+        "/mem0/v1/entities/": {"get": _op("mem0 users: the tenant's users", *paging)},
     }
 
 

@@ -58,6 +58,7 @@ class ExchangeRecorder:
             started_at=started_at,
             completed_at=utcnow(),
             extraction_mode=context.extraction_mode,
+            expires_at=started_at + context.expires_in if context.expires_in is not None else None,
         )
         return await self.deliver(exchange, note)
 

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.body_checks import check_stream_flag, require_model
 from gateway.errors import GatewayError, bad_request
 from gateway.injection import append_block
 from gateway.memory_loop import serve
@@ -29,8 +30,7 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 
 
 def validate_responses_body(body: dict[str, Any]) -> None:
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise bad_request("`model` is required and must be a non-empty string", param="model")
+    require_model(body)
     items = body.get("input")
     if items is not None and not isinstance(items, str | list):
         raise bad_request("`input` must be a string or an array of input items", param="input")
@@ -39,8 +39,7 @@ def validate_responses_body(body: dict[str, Any]) -> None:
             raise bad_request(f"input[{index}] must be an object", param=f"input[{index}]")
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise bad_request("`instructions` must be a string", param="instructions")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise bad_request("`stream` must be a boolean", param="stream")
+    check_stream_flag(body)
 
 
 def item_text(content: Any) -> str:

@@ -140,9 +140,11 @@ class StreamRelay:
         upstream: UpstreamStream,
         on_complete: Callable[[str], Awaitable[None]],
         reply: StreamReply | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self._upstream = upstream
         self._on_complete = on_complete
+        self._on_end = on_end  # called last, whether the reply was recorded or not
         self.reply: StreamReply = SSEReply() if reply is None else reply
         self.delivered = False
 
@@ -162,6 +164,10 @@ class StreamRelay:
         finally:
             # Starlette cancels this generator when the client disconnects; shield the clean-up.
             with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
-                if self.delivered:
-                    await self._on_complete(self.reply.text)
+                try:
+                    await self._upstream.aclose()
+                    if self.delivered:
+                        await self._on_complete(self.reply.text)
+                finally:
+                    if self._on_end is not None:
+                        self._on_end()

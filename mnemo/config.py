@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from mnemo.config_errors import describe_errors, yaml_key_lines
+from mnemo.durations import parse_duration
 from mnemo.errors import ConfigError
 
 ENV_PREFIX = "MNEMO_"
@@ -103,7 +104,7 @@ class ServerSettings(_Section):
     memory_api_prefix: str = Field(
         default="/v1",
         pattern=r"^(/[A-Za-z0-9_-]+)+$",
-        description="Path prefix of the memory API (/memories, /users, /events, /requests); move it (e.g. "
+        description="Path prefix of the memory API (/memories, /users, /events, /requests, /imports); move it (e.g. "
         "/mnemo/v1) when the upstream serves the same paths.",
     )
 
@@ -329,6 +330,73 @@ class LimitSettings(_Section):
     )
 
 
+class ImportSettings(_Section):
+    """``mnemo import`` (POST /v1/imports): past conversations through the same queue and worker as chats."""
+
+    max_pending: int = Field(
+        default=200,
+        ge=1,
+        description="Most exchanges of one user waiting in the queue that an import adds to: a batch beyond "
+        "gets 429 import_backpressure (the CLI waits and resends), so an import runs at the worker's pace and a "
+        "live chat of the same user waits behind at most this many imported exchanges.",
+    )
+
+
+class MetadataRetention(_Section):
+    """A retention rule by metadata: memories whose ``metadata.<key>`` is ``value`` (any value when
+    unset) are kept ``ttl``."""
+
+    key: str = Field(min_length=1, description="The metadata key the rule looks at.")
+    value: str | int | bool | None = Field(default=None, description="The value it must have (unset: any value).")
+    ttl: str | None = Field(description="How long such memories are kept, e.g. 7d (null: no expiry).")
+
+    @model_validator(mode="after")
+    def _ttl_is_a_duration(self) -> MetadataRetention:
+        if self.ttl is not None:
+            parse_duration(self.ttl)
+        return self
+
+
+class RetentionSettings(_Section):
+    """How long memories are kept. A memory's expiry is stamped when it is written (created_at plus
+    the TTL that applies, or an earlier one the writer asked for); from that moment it is never
+    injected, searched, listed or shown, and the worker's sweep erases it for good."""
+
+    session_ttl: str | None = Field(
+        default=None, description="TTL of memories written with a session id, e.g. 1d (null: no expiry)."
+    )
+    agent_ttl: str | None = Field(
+        default=None, description="TTL of memories written with an agent id and no session id (null: no expiry)."
+    )
+    user_ttl: str | None = Field(
+        default=None, description="TTL of user-level memories (no agent, no session), e.g. 365d (null: no expiry)."
+    )
+    metadata_rules: list[MetadataRetention] = Field(
+        default=[],
+        description="Rules by metadata, tried in order; the first that matches sets the TTL instead of the scope's.",
+    )
+    sweep_interval_s: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="How often the worker erases expired memories (a divisor of 60, or whole minutes dividing 60).",
+    )
+
+    @model_validator(mode="after")
+    def _durations(self) -> RetentionSettings:
+        for name in ("session_ttl", "agent_ttl", "user_ttl"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_duration(value)
+                except ValueError as exc:
+                    raise ValueError(f"retention.{name}: {exc}") from None
+        interval = self.sweep_interval_s
+        if not (60 % interval == 0 or (interval % 60 == 0 and 60 % (interval // 60) == 0)):
+            raise ValueError("retention.sweep_interval_s must divide 60, or be whole minutes dividing 60")
+        return self
+
+
 class TenantSettings(_Section):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,63}$",
@@ -387,6 +455,8 @@ class Settings(_Section):
     extraction: ExtractionSettings = ExtractionSettings()
     worker: WorkerSettings = WorkerSettings()
     limits: LimitSettings = LimitSettings()
+    imports: ImportSettings = ImportSettings()
+    retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
 
     @model_validator(mode="after")

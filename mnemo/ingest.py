@@ -23,6 +23,7 @@ from mnemo.extraction import Decision, Extractor, LLMUsage, answered_message, ne
 from mnemo.job_metrics import record_skipped
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
+from mnemo.retention import RetentionPolicy
 from mnemo.store import MemoryStore
 from mnemo.store.keywords import context_line
 from mnemo.write_quota import WriteQuota
@@ -60,9 +61,11 @@ class MemoryWriter:
         limits: LimitSettings | None = None,
         redis: Any = None,
         queue_name: str = "",
+        retention: RetentionPolicy | None = None,
     ) -> None:
         """``redis`` (the worker's) holds the per-user write quota and the skip counters of
-        ``queue_name``'s metrics; without it (unit tests) there is no per-user quota."""
+        ``queue_name``'s metrics; without it (unit tests) there is no per-user quota. ``retention``
+        stamps each new memory's expiry (none without it, unless the exchange asks for one)."""
         self.store = store
         self.embedder = embedder
         self.extractor = extractor
@@ -72,6 +75,7 @@ class MemoryWriter:
         self.redis = redis
         self.queue_name = queue_name
         self.quota = WriteQuota(redis, self.limits.memories_per_user_per_minute) if redis is not None else None
+        self.retention = retention or RetentionPolicy()
 
     def mode_for(self, exchange: Exchange) -> Literal["raw", "llm"]:
         mode = exchange.extraction_mode or self.default_mode
@@ -209,6 +213,8 @@ class MemoryWriter:
     ) -> None:
         model = self.extractor.model if result.mode == "llm" and self.extractor else RAW_MODEL
         at = exchange.completed_at
+        # From when it was said: imported history past its TTL expires at once (mnemo.retention).
+        expires_at = self.retention.expires_at(exchange.scope, exchange.metadata, at, exchange.expires_at)
         new_memories: list[Memory] = []
         events: list[MemoryEvent] = []
         invalidations: list[tuple[Memory, str | None]] = []
@@ -218,7 +224,7 @@ class MemoryWriter:
             if number in dropped or _own_earlier_write(exchange, existing, decision):
                 continue  # over the limits, or a replayed job seeing its own earlier write (already applied)
             if decision.action in ("ADD", "UPDATE") and decision.text:
-                memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old)
+                memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old, expires_at)
                 new_memories.append(memory)
                 if old is not None:
                     invalidations.append((old, memory.id))
@@ -271,7 +277,9 @@ def _indexed(exchange: Exchange, text: str) -> str:
     return context_line(text, exchange.completed_at, exchange.metadata)
 
 
-def _new_memory(exchange: Exchange, memory_id: str, text: str, at: datetime, old: Memory | None) -> Memory:
+def _new_memory(
+    exchange: Exchange, memory_id: str, text: str, at: datetime, old: Memory | None, expires_at: datetime | None
+) -> Memory:
     scope = exchange.scope
     return Memory(
         id=memory_id,
@@ -285,6 +293,7 @@ def _new_memory(exchange: Exchange, memory_id: str, text: str, at: datetime, old
         source_request_id=exchange.request_id,
         actor="worker",
         metadata=dict(exchange.metadata),
+        expires_at=expires_at,
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # Ids derived from a request are uuid5s in this namespace, so a retried job writes the same ids.
 ID_NAMESPACE = uuid.UUID("6f7c1c2e-4a53-4d0e-9d8e-2b6b1f0a9c11")
 
-Action = Literal["ADD", "UPDATE", "DELETE", "NONE", "ERASE"]
+Action = Literal["ADD", "UPDATE", "DELETE", "NONE", "ERASE", "EXPIRE"]
 Actor = Literal["worker", "api", "gateway"]
 
 
@@ -57,6 +57,8 @@ class Memory(BaseModel):
     source_request_id: str | None = None
     actor: Actor = "worker"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # When retention erases it (mnemo.retention); None: kept. Stores never return it after that.
+    expires_at: datetime | None = None
 
     @property
     def is_valid(self) -> bool:

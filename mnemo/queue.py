@@ -50,7 +50,17 @@ class ExchangeMessage(BaseModel):
 
 
 class Exchange(BaseModel):
-    """One completed request/reply pair, as recorded by the gateway."""
+    """One completed request/reply pair, as recorded by the gateway (or imported).
+
+    ``started_at`` is when Mnemo accepted the exchange: the erasure check compares it with the
+    user's erasure time (mnemo.user_order), so an exchange accepted before an erasure is never
+    written after it. ``completed_at`` is when it was said: memories take their times (created_at,
+    validity, the indexed date) and the write quota its minute from it. For a chat both are the
+    gateway's clock; for an import (mnemo.imports) ``started_at`` is when the import was accepted,
+    the same for all its exchanges, and ``completed_at`` the conversation's own time, months ago
+    maybe. So an import after an erasure is a new start, and an erasure during an import drops
+    what the import had accepted before it (and refuses what it sends later).
+    """
 
     schema_version: int = SCHEMA_VERSION
     request_id: str
@@ -62,6 +72,11 @@ class Exchange(BaseModel):
     completed_at: datetime
     extraction_mode: Literal["raw", "llm"] | None = Field(default=None, description="Per-request override.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Copied onto every memory it creates.")
+    # Optional and defaulted, so payloads of earlier builds still decode (the schema is unchanged).
+    import_id: str | None = Field(default=None, description="The import it came from (progress is counted there).")
+    expires_at: datetime | None = Field(
+        default=None, description="Asked expiry of the memories it creates (mnemo.retention caps it by policy)."
+    )
 
 
 def exchange_job_id(request_id: str) -> str:

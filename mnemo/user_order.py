@@ -45,9 +45,11 @@ LEASE_MS = 10_000  # a running claim and a writing marker outlive their holder b
 HEARTBEAT_S = LEASE_MS / 1000 / 4
 SWEEP_S = 1.0
 SWEEP_BATCH = 200
-# A scheduled claim waits for its job to start; past this (a job lost, or a queue so deep it has
-# not started yet) a sweep schedules another, and whichever job the claim names runs.
-SCHEDULED_TTL_MS = 10 * 60_000
+# A scheduled claim lives as long as its job's record (ARQ_JOB_TTL_MS), however deep the queue:
+# replacing it while its job still waits would send the user to the back of the queue again.
+# Every SCHEDULED_CHECK_MS a sweep looks whether the job still exists, and schedules another
+# only if it does not (a record deleted, or expired unstarted).
+SCHEDULED_CHECK_MS = 10 * 60_000
 SEEN_TTL_MS = 30 * 24 * 3600_000  # how long a request id is remembered for de-duplication
 ARQ_JOB_TTL_MS = 24 * 3600_000  # arq's own expires_extra_ms: an unstarted job record's lifetime
 ERASE_WAIT_S = (LEASE_MS / 1000) * 2
@@ -67,11 +69,11 @@ end
 local function drain_record(u, at)
   return '{"t":null,"f":"drain_user","a":[' .. cjson.encode(u) .. '],"k":{},"et":' .. string.format('%d', at) .. '}'
 end
-local function schedule(p, q, u, now, delay, sched_ttl, job_ttl)
+local function schedule(p, q, u, now, delay, check, job_ttl)
   local jid = 'mnemo:drain:' .. redis.call('INCR', p .. ':drain-seq')
   local at = now + delay
-  redis.call('SET', key(p, 'claim', u), 's:' .. jid, 'PX', sched_ttl + delay)
-  redis.call('ZADD', p .. ':claims', at + sched_ttl, u)
+  redis.call('SET', key(p, 'claim', u), 's:' .. jid, 'PX', job_ttl + delay)
+  redis.call('ZADD', p .. ':claims', at + check, u)
   redis.call('SET', 'arq:job:' .. jid, drain_record(u, at), 'PX', job_ttl + delay)
   redis.call('ZADD', q, at, jid)
   return jid
@@ -81,7 +83,7 @@ local function release_writing(p, u, jid)
 end
 """
 
-# ARGV: prefix, queue, user, request id, payload, started (ms), seen ttl, scheduled ttl, job ttl,
+# ARGV: prefix, queue, user, request id, payload, started (ms), seen ttl, scheduled check, job ttl,
 # then optionally a side note: its key, its ttl (s), its field/value pairs.
 # Returns 1 (queued), 0 (a duplicate of a request id already queued or applied), -1 (the
 # exchange started before the user's erasure: dropped, and its note with it).
@@ -166,7 +168,7 @@ return 1
 )
 
 # Give the user to a new drain job (the list's head stays first). ARGV: prefix, queue, user, job
-# id, delay (ms), scheduled ttl, job ttl. Returns 1, or 0 if the claim was not this job's.
+# id, delay (ms), scheduled check, job ttl. Returns 1, or 0 if the claim was not this job's.
 HANDOFF_SCRIPT = (
     PRELUDE
     + """
@@ -178,19 +180,24 @@ return 1
 """
 )
 
-# Users whose claim should have expired by now: re-index a live claim, schedule a drain for a
-# lapsed one with work left, forget one with none. ARGV: prefix, queue, scheduled ttl, job ttl,
-# batch. Returns how many drains it scheduled.
+# Users whose claim is due for a look: re-index a live claim (a running lease, or a scheduled
+# claim whose job still exists); schedule a drain for a lapsed or lost one with work left; forget
+# one with none. ARGV: prefix, queue, scheduled check interval, job ttl, batch. Returns how many
+# drains it scheduled.
 SWEEP_SCRIPT = (
     PRELUDE
     + """
 local p, q = ARGV[1], ARGV[2]
 local now = now_ms()
 local scheduled = 0
+local check = tonumber(ARGV[3])
 for _, u in ipairs(redis.call('ZRANGEBYSCORE', p .. ':claims', '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
+  local claim = redis.call('GET', key(p, 'claim', u))
   local ttl = redis.call('PTTL', key(p, 'claim', u))
-  if ttl > 0 then
-    redis.call('ZADD', p .. ':claims', now + ttl, u)
+  local queued = claim and string.sub(claim, 1, 2) == 's:'
+  local lost = queued and redis.call('EXISTS', 'arq:job:' .. string.sub(claim, 3)) == 0
+  if ttl > 0 and not lost then
+    redis.call('ZADD', p .. ':claims', now + math.min(ttl, check), u)
   elseif redis.call('LLEN', key(p, 'pending', u)) > 0 then
     schedule(p, q, u, now, 0, tonumber(ARGV[3]), tonumber(ARGV[4]))
     scheduled = scheduled + 1
@@ -282,7 +289,7 @@ class UserOrder:
         note: tuple[str, int, Sequence[str]] | None = None,
     ) -> int:
         args: list[Any] = [self.prefix, self.queue_name, user_id, request_id, payload, started_ms]
-        args += [SEEN_TTL_MS, SCHEDULED_TTL_MS, ARQ_JOB_TTL_MS]
+        args += [SEEN_TTL_MS, SCHEDULED_CHECK_MS, ARQ_JOB_TTL_MS]
         if note is not None:
             note_key, ttl_s, fields = note
             args += [note_key, ttl_s, *fields]
@@ -303,11 +310,11 @@ class UserOrder:
         return bool(await run_script(redis, HEARTBEAT_SCRIPT, self.prefix, user_id, job_id, LEASE_MS))
 
     async def hand_off(self, redis: Any, user_id: str, job_id: str, delay_s: float = 0.0) -> bool:
-        args = [self.prefix, self.queue_name, user_id, job_id, epoch_ms(delay_s), SCHEDULED_TTL_MS, ARQ_JOB_TTL_MS]
+        args = [self.prefix, self.queue_name, user_id, job_id, epoch_ms(delay_s), SCHEDULED_CHECK_MS, ARQ_JOB_TTL_MS]
         return bool(await run_script(redis, HANDOFF_SCRIPT, *args))
 
     async def sweep(self, redis: Any) -> int:
-        args = [self.prefix, self.queue_name, SCHEDULED_TTL_MS, ARQ_JOB_TTL_MS, SWEEP_BATCH]
+        args = [self.prefix, self.queue_name, SCHEDULED_CHECK_MS, ARQ_JOB_TTL_MS, SWEEP_BATCH]
         return int(await run_script(redis, SWEEP_SCRIPT, *args))
 
     async def erase(self, redis: Any, user_id: str, wait_s: float = ERASE_WAIT_S) -> bool:

@@ -17,7 +17,13 @@ API_KEY_HEADER = "X-Mnemo-Api-Key"
 
 
 class ApiError(Exception):
-    pass
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status  # None: no answer from Mnemo
+        self.code = code
+        self.retry_after = retry_after
 
 
 def default_url() -> str:
@@ -63,7 +69,7 @@ class MnemoApi:
         except httpx.HTTPError as exc:
             raise ApiError(f"request to Mnemo at {self.url} failed: {reason(exc)}") from None
         if response.status_code >= 400:
-            raise ApiError(error_message(response))
+            raise ApiError(error_message(response), response.status_code, error_code(response), retry_after(response))
         try:
             return response.json()
         except ValueError:
@@ -73,6 +79,21 @@ class MnemoApi:
 def reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text.split("] ", 1)[-1]  # "[Errno 111] Connection refused" -> "Connection refused"
+
+
+def error_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
 
 
 def error_message(response: httpx.Response) -> str:

@@ -1,4 +1,5 @@
-"""``mnemo up | serve | worker | config check``, and the operator commands (``memories``, ``users``)."""
+"""``mnemo up | serve | worker | config check``, and the operator commands (``memories``, ``users``,
+``import``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from mnemo.config import Settings, load_settings
 from mnemo.errors import MnemoError
 from mnemo.logs import LOG_FORMATS, configure_logging
-from mnemo_cli import admin
+from mnemo_cli import admin, importer
 
 logger = logging.getLogger("mnemo")
 
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a config file and say what is wrong")
     check.add_argument("path")
     admin.add_commands(commands)
+    importer.add_command(commands, admin.client_options())
     return root
 
 
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in ("memories", "users"):
         return admin.run(args)
+    if args.command == "import":
+        return importer.run(args)
     try:
         if args.command == "config":
             return check_config(Path(args.path))

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Render the configuration reference (every section, field, type, default and description of
-mnemo.config.Settings) as Markdown, so the README's reference is generated, never hand-kept.
+mnemo.config.Settings) as Markdown, so docs/configuration.md's reference is generated, never hand-kept.
 
     .venv/bin/python scripts/config_reference.py           print it
-    .venv/bin/python scripts/config_reference.py --write   replace the README's block in place
+    .venv/bin/python scripts/config_reference.py --write   replace docs/configuration.md's block in place
 
-tests/unit/test_config_reference.py fails when the README's block differs from this output.
+tests/unit/test_config_reference.py fails when that block differs from this output.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from mnemo.config import ENV_PREFIX, Settings  # noqa: E402
 
-README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "configuration.md"
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
@@ -119,7 +119,7 @@ def replace_block(text: str, block: str) -> str:
 def main(argv: list[str]) -> int:
     block = render()
     if argv[1:] == ["--write"]:
-        README.write_text(replace_block(README.read_text(encoding="utf-8"), block), encoding="utf-8")
+        REFERENCE.write_text(replace_block(REFERENCE.read_text(encoding="utf-8"), block), encoding="utf-8")
         return 0
     sys.stdout.write(block)
     return 0

@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mnemo.errors import EmbedderError, ExtractionError, QueueError, StoreError, TransientExtractionError
+from mnemo.imports import record_outcome
 from mnemo.ingest import IngestResult, MemoryWriter
 from mnemo.job_metrics import JobRecord, record_job
 from mnemo.logs import request_id_var
@@ -218,6 +219,7 @@ async def apply_entry(drain: Drain, payload: str) -> bool:
     except ErasedSince:
         drain.erased += 1
         logger.info("exchange %s dropped: its user was erased after it started", exchange.request_id)
+        await count_import(drain, exchange, "dropped")
         return True
     except (TransientExtractionError, StoreError, EmbedderError) as exc:
         return await retry_later(drain, exchange, exc, started)
@@ -226,8 +228,21 @@ async def apply_entry(drain: Drain, payload: str) -> bool:
         return True
     drain.applied += 1
     await measure(drain, applied_record(result, time.perf_counter() - started))
+    await count_import(drain, exchange, "applied", len(result.created))
     log_applied(exchange, result)
     return True
+
+
+async def count_import(drain: Drain, exchange: Exchange, outcome: str, memories: int = 0) -> None:
+    """An imported exchange's outcome on its import's progress record (mnemo.imports); never
+    fails the exchange, which is done with either way."""
+    if exchange.import_id is None:
+        return
+    import_id = exchange.import_id
+    try:
+        await through_outage(lambda: record_outcome(drain.redis, drain.ctx["queue_name"], import_id, outcome, memories))
+    except Exception as exc:
+        logger.warning("could not count exchange %s on its import: %s", exchange.request_id, type(exc).__name__)
 
 
 async def retry_later(drain: Drain, exchange: Exchange, exc: Exception, started: float) -> bool:
@@ -237,6 +252,7 @@ async def retry_later(drain: Drain, exchange: Exchange, exc: Exception, started:
     )
     if failures < 0:
         drain.erased += 1
+        await count_import(drain, exchange, "dropped")
         return True
     if failures >= drain.ctx["max_failures"]:
         await record_failure(drain, exchange, exc, started)
@@ -258,6 +274,7 @@ async def record_failure(drain: Drain, exchange: Exchange, exc: Exception, start
     started_at = started_ms(exchange)
     await through_outage(lambda: drain.order.note(drain.redis, drain.user_id, started_at, key, FAILED_TTL_S, fields))
     await measure(drain, JobRecord("failed", time.perf_counter() - started))
+    await count_import(drain, exchange, "failed")
 
 
 async def measure(drain: Drain, record: JobRecord) -> None:

@@ -23,10 +23,12 @@ from mnemo.extraction import Extractor
 from mnemo.ingest import MemoryWriter
 from mnemo.llm import build_llm, stop_litellm_background
 from mnemo.queue import dump_job_record, load_job_record
+from mnemo.retention import RetentionPolicy
 from mnemo.runtime import Core, open_core
 from mnemo.store import MemoryStore
 from mnemo.user_order import DRAIN_JOB, SWEEP_S, UserOrder
 from workers.drain import drain_user, sweep_forever
+from workers.expiry import expiry_cron
 from workers.intake import catching_up, job_intake, lag_seconds
 from workers.legacy import LEGACY_JOB, process_exchange
 from workers.waits import JobWaits, WaitCountingLLM
@@ -185,6 +187,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
                 limits=settings.limits,
                 redis=ctx["redis"],
                 queue_name=settings.redis.queue_name,
+                retention=RetentionPolicy(settings.retention),
             )
 
         ctx["make_writer"] = make_writer
@@ -215,6 +218,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
         waits=waits,
         catch_up_after_s=settings.worker.catch_up_after_s,
         functions=[drain, legacy],
+        cron_jobs=[expiry_cron(settings.retention)],
         queue_name=settings.redis.queue_name,
         redis_settings=dataclasses.replace(redis, conn_retries=STARTUP_CONN_RETRIES, conn_retry_delay=1),
         on_startup=on_startup,

@@ -158,7 +158,7 @@ def main() -> None:
         try:
             up = targets.upstream(workdir, 8, 0.0, 0.0).start()
             services.append(up)
-            mnemo = targets.mnemo(workdir, up.url, None).start()
+            mnemo = targets.mnemo(workdir, up.url, None, targets.NO_WRITE_QUOTA).start()
             services.append(mnemo)
             seed_memories(mnemo.url)
             records = asyncio.run(run_rounds(args, up.url, mnemo.url))

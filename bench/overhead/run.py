@@ -1,11 +1,14 @@
 """bench/overhead: what a gateway adds to each chat request, beside the LiteLLM proxy.
 
     .venv/bin/python -m bench.overhead.run [--rounds 3] [--requests 300] [--quick]
+    .venv/bin/python -m bench.overhead.run --apis chat responses messages   # -> overhead-apis.*
 
 One run starts a scripted upstream, a real ``mnemo up`` (embedded Redis, Qdrant Edge, the
 bundled embedder; the user holds 1,000 memories) and the LiteLLM proxy, then measures every
 target round by round, interleaved, at concurrency 1, 16 and 64, streaming and not. Writes
-bench/results/overhead.{json,md,png}.
+bench/results/overhead.{json,md,png}. ``--apis`` adds OpenAI's Responses API and Anthropic's
+Messages API as request kinds, measured the same way and interleaved with the chat rows in each
+round (written to overhead-apis.{json,md} unless ``--name`` says otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import httpx
 
 from bench import facts, stats, venvs
 from bench.overhead import report, targets
+from bench.overhead.apis import ANTHROPIC_VERSION, BY_NAME, CHAT, Api
 from bench.overhead.load import Block, Target, new_client, run_block
 
 logger = logging.getLogger("bench.overhead")
@@ -38,24 +42,28 @@ SEEDED = 1000
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def build_targets(upstream: str, mnemo: str, litellm: str, names: list[str]) -> list[Target]:
+def credential(api: Api, key: str) -> dict[str, str]:
+    """How a client of ``api`` sends its key: Anthropic's SDKs as x-api-key with their version."""
+    return {"x-api-key": key, **ANTHROPIC_VERSION} if api.name == "messages" else {"authorization": f"Bearer {key}"}
+
+
+def build_targets(upstream: str, mnemo: str, litellm: str, names: list[str], api: Api = CHAT) -> list[Target]:
     def via_mnemo(mode: str) -> dict[str, str]:
-        return {"authorization": "Bearer sk-client", "x-mnemo-user-id": USER, "x-mnemo-memory": mode}
+        return credential(api, "sk-client") | {"x-mnemo-user-id": USER, "x-mnemo-memory": mode}
 
     every = [
-        Target("direct", upstream + "/v1", {"authorization": "Bearer sk-up"}),
-        Target("mnemo-off", mnemo + "/v1", via_mnemo("off")),
-        Target("mnemo-read", mnemo + "/v1", via_mnemo("read")),
-        Target("mnemo-on", mnemo + "/v1", via_mnemo("on")),
-        Target("litellm", litellm + "/v1", {"authorization": f"Bearer {targets.MASTER_KEY}"}),
+        Target("direct", upstream + "/v1", credential(api, "sk-up"), api),
+        Target("mnemo-off", mnemo + "/v1", via_mnemo("off"), api),
+        Target("mnemo-read", mnemo + "/v1", via_mnemo("read"), api),
+        Target("mnemo-on", mnemo + "/v1", via_mnemo("on"), api),
+        Target("litellm", litellm + "/v1", credential(api, targets.MASTER_KEY), api),
     ]
     return [target for target in every if target.name in names]
 
 
-def bodies(stream: bool, questions: Iterator[str]) -> Iterator[dict[str, object]]:
+def bodies(stream: bool, questions: Iterator[str], api: Api = CHAT) -> Iterator[dict[str, object]]:
     while True:
-        content = next(questions)
-        yield {"model": targets.MODEL, "messages": [{"role": "user", "content": content}], "stream": stream}
+        yield api.body(next(questions), stream)
 
 
 def seed_memories(mnemo_url: str) -> None:
@@ -89,7 +97,7 @@ async def measure(
     before_metrics = scrape(service.url) if is_mnemo else {}
     cpu_before, _ = service.usage()
     async with new_client(concurrency) as client:
-        block = await run_block(client, target, bodies(stream, questions), count, concurrency)
+        block = await run_block(client, target, bodies(stream, questions, target.api), count, concurrency)
     extra: dict[str, Any] = {}
     if is_mnemo:
         extra["queue_drain_s"] = round(wait_for_queue(service.url), 3)  # the worker's CPU belongs to this block
@@ -109,10 +117,13 @@ async def measure(
 
 
 def block_record(
-    target: str, stream: bool, concurrency: int, round_: int, block: Block, extra: dict[str, Any]
+    target: Target, stream: bool, concurrency: int, round_: int, block: Block, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    if block.failures:
+        extra = {**extra, "failures": block.failures}
     return {
-        "target": target,
+        "api": target.api.name,
+        "target": target.name,
         "stream": stream,
         "concurrency": concurrency,
         "round": round_,
@@ -130,21 +141,27 @@ async def run_rounds(args: argparse.Namespace, plan: list[tuple[Target, targets.
     for target, service in plan:  # warm-up: connections, caches, JIT-free but lazy imports
         for stream in (False, True):
             await measure(target, service, stream, 4, 40, questions)
+    apis = list(dict.fromkeys(target.api for target, _ in plan))
     records: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
-        for stream, concurrency in itertools.product((False, True), args.concurrency):
+        # Every API at a given concurrency and streaming mode runs back to back, so a burst of
+        # load from elsewhere hits each of them, as the rotating target order spreads it over targets.
+        for stream, concurrency, api in itertools.product((False, True), args.concurrency, apis):
             count = max(args.requests, concurrency * 4)
-            shift = (round_ + concurrency) % len(plan)
-            for target, service in plan[shift:] + plan[:shift]:
+            mine = [(target, service) for target, service in plan if target.api == api]
+            shift = (round_ + concurrency) % len(mine)
+            for target, service in mine[shift:] + mine[:shift]:
                 block, extra = await measure(target, service, stream, concurrency, count, questions)
-                records.append(block_record(target.name, stream, concurrency, round_, block, extra))
+                records.append(block_record(target, stream, concurrency, round_, block, extra))
                 logger.info(
-                    "round %d %s c=%d stream=%s p50 %.2f ms",
+                    "round %d %s %s c=%d stream=%s p50 %.2f ms%s",
                     round_,
+                    api.name,
                     target.name,
                     concurrency,
                     stream,
                     records[-1]["total"]["p50"],
+                    f", {block.errors} errors: {block.failures[0]}" if block.errors else "",
                 )
     return records
 
@@ -155,6 +172,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=150, help="requests per block (at least 4 x concurrency)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--targets", nargs="+", default=["direct", "mnemo-off", "mnemo-read", "mnemo-on", "litellm"])
+    parser.add_argument(
+        "--apis", nargs="+", default=["chat"], choices=list(BY_NAME), help="model APIs to send (default: chat only)"
+    )
+    parser.add_argument(
+        "--litellm-apis",
+        nargs="+",
+        default=list(BY_NAME),
+        choices=list(BY_NAME),
+        help="the APIs the LiteLLM proxy is measured on (leave out one it does not serve)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="results file name (default: overhead, or overhead-apis with --apis beyond chat)"
+    )
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--first-chunk-ms", type=float, default=0.0)
     parser.add_argument("--chunk-ms", type=float, default=0.0)
@@ -164,6 +194,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.concurrency = 1, 40, [1, 8]
+    args.name = args.name or ("overhead" if args.apis == ["chat"] else "overhead-apis")
     return args
 
 
@@ -180,7 +211,7 @@ def main() -> None:
         try:
             up = targets.upstream(workdir, args.chunks, args.first_chunk_ms, args.chunk_ms).start()
             services.append(up)
-            mnemo = targets.mnemo(workdir, up.url, args.redis_url).start()
+            mnemo = targets.mnemo(workdir, up.url, args.redis_url, targets.NO_WRITE_QUOTA).start()
             services.append(mnemo)
             seed_memories(mnemo.url)
             proxy = targets.litellm(workdir, litellm_python, up.url).start() if litellm_python else None
@@ -189,7 +220,9 @@ def main() -> None:
             by_name = {"direct": up, "litellm": proxy}
             plan = [
                 (t, by_name.get(t.name) or mnemo)
-                for t in build_targets(up.url, mnemo.url, proxy.url if proxy else "", args.targets)
+                for api in (BY_NAME[name] for name in args.apis)
+                for t in build_targets(up.url, mnemo.url, proxy.url if proxy else "", args.targets, api)
+                if t.name != "litellm" or api.name in args.litellm_apis
             ]
             records = asyncio.run(run_rounds(args, plan))
             memories = len(httpx.get(f"{mnemo.url}/v1/memories", params={"user_id": USER, "limit": 500}).json()["data"])
@@ -201,6 +234,8 @@ def main() -> None:
         "rounds": args.rounds,
         "requests_per_block": args.requests,
         "concurrency": args.concurrency,
+        "apis": args.apis,
+        "litellm_apis": [api for api in args.apis if api in args.litellm_apis] if litellm_python else [],
         "seeded_memories": SEEDED,
         "memories_listed_at_end_capped_500": memories,
         "mnemo": "mnemo up subprocess, embedder.threads=1, "
@@ -209,9 +244,10 @@ def main() -> None:
     }
     result = report.build(records, setup, started, stats.machine())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overhead.json").write_text(json.dumps(result, indent=1))
-    (args.out / "overhead.md").write_text(report.markdown(result))
-    report.chart(result, args.out / "overhead.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{args.name}.md").write_text(report.markdown(result))
+    if args.apis == ["chat"]:  # the chart draws the chat rows; the API comparison is the page's table
+        report.chart(result, args.out / f"{args.name}.png")
     print(report.markdown(result))  # noqa: T201
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -20,6 +21,7 @@ from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "bench-model"
+ANTHROPIC_MODEL = "bench-claude"  # a provider: anthropic route (Messages API) to the same upstream
 MASTER_KEY = "sk-bench-master"
 LITELLM_QUIET = {
     "LITELLM_TELEMETRY": "False",
@@ -94,14 +96,25 @@ def upstream(workdir: Path, chunks: int, first_chunk_ms: float, chunk_ms: float)
     return Service("upstream", command, port, "/v1/models", workdir / "upstream.log")
 
 
-def mnemo(workdir: Path, upstream_url: str, redis_url: str | None) -> Service:
+# The overhead benches' one user writes 1,000 memories at start and one per mnemo-on chat (~150/s):
+# the per-user write quota would refuse the seeding and skip most stores, measuring less work.
+NO_WRITE_QUOTA = {"limits": {"memories_per_user_per_minute": 0}}
+
+
+def mnemo(workdir: Path, upstream_url: str, redis_url: str | None, extra: dict[str, Any] | None = None) -> Service:
+    """``extra``: more top-level sections of the config (e.g. NO_WRITE_QUOTA)."""
     port = free_port()
     config = {
         "data_dir": str(workdir / "mnemo-data"),
         "server": {"port": port},
-        "models": [{"name": "*", "provider": "openai", "base_url": upstream_url + "/v1", "api_key": "sk-up"}],
+        "models": [
+            {"name": "*", "provider": "openai", "base_url": upstream_url + "/v1", "api_key": "sk-up"},
+            # Anthropic's base URL is the host root: /v1/messages is appended, as LiteLLM does.
+            {"name": ANTHROPIC_MODEL, "provider": "anthropic", "base_url": upstream_url, "api_key": "sk-up"},
+        ],
         "embedder": {"threads": 1},
         "redis": {"url": redis_url},
+        **(extra or {}),
     }
     path = workdir / "mnemo.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -116,7 +129,15 @@ def litellm(workdir: Path, python: Path, upstream_url: str) -> Service:
             {
                 "model_name": MODEL,
                 "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream_url + "/v1", "api_key": "sk-up"},
-            }
+            },
+            {
+                "model_name": ANTHROPIC_MODEL,
+                "litellm_params": {
+                    "model": f"anthropic/{ANTHROPIC_MODEL}",
+                    "api_base": upstream_url,
+                    "api_key": "sk-up",
+                },
+            },
         ],
         "litellm_settings": {"telemetry": False},
         "general_settings": {"master_key": MASTER_KEY},

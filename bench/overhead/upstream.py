@@ -1,6 +1,9 @@
 """A fast scripted OpenAI-compatible upstream: a bare ASGI app (no framework) answering
-``POST /v1/chat/completions``, streaming or not, with a configurable first-chunk delay,
-chunk count and chunk spacing. Run as its own process so its CPU is not the gateway's:
+``POST /v1/chat/completions``, ``POST /v1/responses`` (OpenAI's Responses API) and ``POST
+/v1/messages`` (Anthropic's Messages API), streaming or not, with a configurable first-chunk delay,
+chunk count and chunk spacing. The Responses and Messages bodies and typed events are the test
+suite's (tests/support/api_replies.py), so the bench's upstream speaks those APIs as the tests'
+does. Run as its own process so its CPU is not the gateway's:
 
     .venv/bin/python -m bench.overhead.upstream --port 9100 --chunks 8 --first-chunk-ms 0 --chunk-ms 0
 """
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+
+from tests.support import api_replies
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -53,9 +58,28 @@ def event(model: str, delta: dict[str, str], finish: str | None) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+def reply_pieces(chunks: int) -> list[str]:
+    size = -(-len(REPLY) // chunks)
+    return [REPLY[i : i + size] for i in range(0, len(REPLY), size)]
+
+
+# The typed events that carry the reply's text: the timing model paces these as it paces chat chunks.
+TEXT_DELTAS = (b"event: response.output_text.delta\n", b"event: content_block_delta\n")
+
+
+def paced(events: list[bytes]) -> list[bytes]:
+    """Typed events grouped into the sends a chat stream makes: everything up to the first text
+    delta, each later delta alone, then everything after the last (the terminal events), so a
+    Responses or Messages stream has the chat stream's first-byte time and spacing."""
+    deltas = [index for index, event in enumerate(events) if event.startswith(TEXT_DELTAS)]
+    first, last = deltas[0], deltas[-1]
+    return [b"".join(events[: first + 1]), *events[first + 1 : last + 1], b"".join(events[last + 1 :])]
+
+
 class Upstream:
     def __init__(self, script: Script) -> None:
         self.script = script
+        self.responses = 0  # Response ids are unique, as the real API's are
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         body = b""
@@ -69,13 +93,47 @@ class Upstream:
             return
         request = json.loads(body or b"{}")
         model = request.get("model", "bench")
-        if request.get("stream"):
+        api = "responses" if scope["path"].endswith("/responses") else "chat"
+        api = "messages" if scope["path"].endswith("/messages") else api
+        if request.get("stream") and api == "chat":
             await self.stream(send, model)
+        elif request.get("stream"):
+            await self.stream_events(send, self.events(api, request))
         else:
             # A model takes as long to write a reply whole as to stream it.
             if generation_s := self.script.first_chunk_s + self.script.chunk_s * (self.script.chunks - 1):
                 await asyncio.sleep(generation_s)
-            await self.respond(send, 200, completion(model))
+            await self.respond(send, 200, self.whole(api, request, model))
+
+    def response_id(self) -> str:
+        self.responses += 1
+        return f"resp_bench{self.responses}"
+
+    def whole(self, api: str, request: dict[str, Any], model: str) -> bytes:
+        if api == "responses":
+            return json.dumps(api_replies.response_object(request, self.response_id(), REPLY)).encode()
+        if api == "messages":
+            return json.dumps(api_replies.anthropic_message(request, REPLY)).encode()
+        return completion(model)
+
+    def events(self, api: str, request: dict[str, Any]) -> list[bytes]:
+        text = reply_pieces(self.script.chunks)
+        if api == "responses":
+            return paced(api_replies.responses_events(request, self.response_id(), text))
+        return paced(api_replies.anthropic_events(request, text))
+
+    async def stream_events(self, send: Any, sends: list[bytes]) -> None:
+        """A Responses or Messages stream, on the chat stream's clock: the first send after the
+        first-chunk delay, one text delta per send ``chunk_s`` apart, the terminal events at once."""
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if self.script.first_chunk_s:
+            await asyncio.sleep(self.script.first_chunk_s)
+        for index, payload in enumerate(sends[:-1]):
+            if self.script.chunk_s and index > 0:
+                await asyncio.sleep(self.script.chunk_s)
+            await send({"type": "http.response.body", "body": payload, "more_body": True})
+        await send({"type": "http.response.body", "body": sends[-1], "more_body": False})
 
     async def respond(self, send: Any, status: int, payload: bytes) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]

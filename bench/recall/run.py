@@ -32,6 +32,7 @@ from gateway.injection import build_token_counter, render_block, select_memories
 from mnemo.config import ExtractionSettings, MemorySettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.extraction import Extractor
+from mnemo.imports import import_request_id
 from mnemo.ingest import MemoryWriter
 from mnemo.llm import build_llm
 from mnemo.models import Scope
@@ -56,7 +57,9 @@ def exchange_for(conversation: Conversation, index: int, mode: Mode, reply_conte
     if reply_context and previous is not None and previous.session == turn.session:
         metadata["reply_to"] = f"{previous.speaker}: {previous.text}"
     return Exchange(
-        request_id=f"{conversation.sample_id}:{turn.dia_id}",
+        # The id `mnemo import` gives the same turn: memory ids (derived from it) then match, and so do
+        # the rare ties in ranking that Qdrant breaks by point id (bench.recall.through_import).
+        request_id=import_request_id(conversation.sample_id, None, conversation.sample_id, turn.dia_id),
         scope=Scope(user_id=conversation.sample_id, session_id=f"session_{turn.session}"),
         model="bench",
         messages=[ExchangeMessage(role="user", content=turn.text, name=turn.speaker)],
@@ -88,7 +91,8 @@ async def ask(
         scope = Scope(user_id=conversation.sample_id)
         for question in conversation.questions:
             started = time.perf_counter()
-            hits = await retriever.search(scope, question.text, limit=DEPTH, threshold=memory.score_threshold)
+            found = await retriever.search(scope, question.text, limit=DEPTH, threshold=memory.score_threshold)
+            hits = sorted(found, key=lambda hit: tie_order(hit.score, hit.memory.id))
             latency.append(1000 * (time.perf_counter() - started))
             scores.add(question, [hit.memory.metadata.get("dia_ids", []) for hit in hits])
             if counter is not None:
@@ -108,6 +112,12 @@ async def ask(
             "budget": memory.token_budget,
         }
     return result
+
+
+def tie_order(score: float, memory_id: str) -> tuple[float, str]:
+    """Best first, and memories of exactly the same score by id: Qdrant orders such ties by its own
+    point offsets, which differ between two stores holding the same points (see through_import)."""
+    return -round(score, 6), memory_id
 
 
 async def baselines(conversations: list[Conversation], embedder: LocalOnnxEmbedder) -> dict[str, Any]:

@@ -6,6 +6,9 @@ like the in-process path (bench.recall.run), so the two can be compared number f
 
 Each conversation is imported as its own user (the sample id), as the in-process path stores it.
 The Mnemo must hold none of those users yet (or the same memories: a re-run is de-duplicated).
+Both paths store the same memories under the same ids (bench.recall.run gives its exchanges the
+request ids `mnemo import` does) and score them the same; memories of exactly equal scores are
+ordered by id in both, as Qdrant breaks such ties by point offsets that differ between stores.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def ask(
                 body = {"query": question.text, "user_id": conversation.sample_id, "limit": depth}
                 response = client.post("/v1/memories/search", json=body | {"threshold": threshold})
                 response.raise_for_status()
-                hits = response.json()["data"]
+                hits = sorted(response.json()["data"], key=lambda hit: (-round(hit["score"], 6), hit["id"]))
                 scores.add(question, [(hit.get("metadata") or {}).get("dia_ids", []) for hit in hits])
     return {"recall": scores.summary()}
 

@@ -1,5 +1,5 @@
 """The subset of Mem0's platform REST API that the ``mem0ai`` SDK's ``MemoryClient`` calls for
-add, search, get_all, get, update, delete, delete_all and history, mounted under ``/mem0``:
+add, search, get_all, get, update, delete, delete_all, history and users, mounted under ``/mem0``:
 ``MemoryClient(api_key=..., host="http://<mnemo>/mem0")``.
 
 Mnemo keeps every version, so a Mem0 id stays usable after an update: get, update, delete and
@@ -29,10 +29,12 @@ from gateway.memory.params import (
     services_of,
 )
 from gateway.memory.reads import MAX_CHAIN, MAX_SEARCH_LIMIT, chain_events, version_chain
+from gateway.memory.user_list import mem0_users
 from gateway.memory.writes import (
     apply_correction,
     enqueue_exchange,
     invalidate_memory,
+    read_expiry,
     read_messages,
     read_metadata,
     store_facts,
@@ -56,15 +58,17 @@ async def add_memories(request: Request) -> JSONResponse:
     body = await read_body(request)
     scope, _ = request_scope(request, body)
     metadata = read_metadata(body)
+    expires_at = read_expiry(body, "expiration_date")  # the SDK sends a date: "2026-12-31"
     limits = services.settings.limits
     messages = read_messages(body, limits.max_messages_per_write)
     infer = body.get("infer", True)
     if not isinstance(infer, bool):
         raise bad_request("`infer` must be a boolean", param="infer")
     if infer:
-        job_id, request_id = await enqueue_exchange(services, scope, messages, metadata)
+        job_id, request_id = await enqueue_exchange(services, scope, messages, metadata, expires_at)
         return JSONResponse({"results": [], "status": "PENDING", "event_id": job_id, "request_id": request_id})
-    memories = await store_facts(services, scope, user_texts(messages, limits.max_memory_chars), metadata)
+    texts = user_texts(messages, limits.max_memory_chars)
+    memories = await store_facts(services, scope, texts, metadata, expires_at)
     return JSONResponse({"results": [{**mem0_memory(m, access), "event": "ADD"} for m in memories]})
 
 
@@ -185,4 +189,5 @@ def mem0_routes() -> list[Route]:
         Route("/v1/memories/{memory_id}/", update_memory, methods=["PUT"]),
         Route("/v1/memories/{memory_id}/", delete_memory, methods=["DELETE"]),
         Route("/v1/memories/{memory_id}/history/", memory_history, methods=["GET"]),
+        Route("/v1/entities/", mem0_users, methods=["GET"]),
     ]

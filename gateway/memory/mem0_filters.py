@@ -75,6 +75,7 @@ def mem0_memory(memory: Memory, access: Access) -> dict[str, Any]:
         "categories": [],
         "created_at": created,
         "updated_at": created,  # a change makes a new version, created at the time of the change
+        "expiration_date": memory.expires_at.date().isoformat() if memory.expires_at else None,
     }
 
 

@@ -2,7 +2,8 @@
 memory (a new version, the old one invalidated), and delete one (invalidate, or erase its chain).
 Every change is an event with actor "api"; ids derive from a fresh request id. Writes are
 bounded by the ``limits`` settings: items per write, characters per memory (400 above them),
-and memories per user per minute (429, see gateway.memory.write_quota)."""
+and memories per user per minute (429, see gateway.memory.write_quota). New memories expire as
+the ``retention`` policy says, or at an earlier ``expires_at`` the request asks (mnemo.retention)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from starlette.responses import JSONResponse
 from gateway.access import access_of
 from gateway.errors import GatewayError, bad_request
 from gateway.identity import new_request_id
-from gateway.memory.params import body_text, load_memory, optional_id, parse_bool, read_body, services_of, user_id_of
+from gateway.memory.params import (
+    body_text,
+    load_memory,
+    optional_id,
+    parse_bool,
+    parse_time,
+    read_body,
+    services_of,
+    user_id_of,
+)
 from gateway.memory.reads import version_chain
 from gateway.memory.views import list_json, memory_json
 from gateway.memory.write_quota import require_quota_left, take_quota
@@ -24,6 +34,7 @@ from mnemo.errors import QueueError
 from mnemo.messages import content_text, to_exchange_messages
 from mnemo.models import Action, Memory, MemoryEvent, Scope, derived_id, utcnow
 from mnemo.queue import Exchange, exchange_job_id
+from mnemo.retention import RetentionPolicy
 
 MAX_FACTS = 100
 API_MODEL = "mnemo-api"  # the Exchange's model for messages sent to the worker through this API
@@ -59,6 +70,23 @@ def read_metadata(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise bad_request("`metadata` must be an object", param="metadata")
     return metadata
+
+
+def read_expiry(body: dict[str, Any], field: str = "expires_at") -> datetime | None:
+    """An expiry the request asks for: an ISO-8601 time in the future (a date alone is its midnight UTC)."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"`{field}` must be an ISO-8601 timestamp", param=field)
+    moment = parse_time(value, field)
+    if moment is not None and moment <= utcnow():
+        raise bad_request(f"`{field}` must be in the future", param=field)
+    return moment
+
+
+def expiry_of(services: Services, scope: Scope, metadata: dict[str, Any], at: datetime, asked: datetime | None) -> Any:
+    return RetentionPolicy(services.settings.retention).expires_at(scope, metadata, at, asked)
 
 
 def check_length(text: str, max_chars: int, param: str) -> str:
@@ -100,9 +128,12 @@ def read_messages(body: dict[str, Any], max_messages: int) -> list[dict[str, Any
     return messages
 
 
-async def store_facts(services: Services, scope: Scope, facts: list[str], metadata: dict[str, Any]) -> list[Memory]:
+async def store_facts(
+    services: Services, scope: Scope, facts: list[str], metadata: dict[str, Any], expires_at: datetime | None = None
+) -> list[Memory]:
     await take_quota(services, scope.user_id, len(facts))
     request_id, now = new_request_id(), utcnow()
+    expires = expiry_of(services, scope, metadata, now, expires_at)
     memories = [
         Memory(
             id=derived_id(request_id, str(number), "memory"),
@@ -112,6 +143,7 @@ async def store_facts(services: Services, scope: Scope, facts: list[str], metada
             source_request_id=request_id,
             actor="api",
             metadata=metadata,
+            expires_at=expires,
         )
         for number, fact in enumerate(facts)
     ]
@@ -123,14 +155,22 @@ async def store_facts(services: Services, scope: Scope, facts: list[str], metada
 
 
 async def enqueue_messages(
-    services: Services, scope: Scope, messages: list[dict[str, Any]], metadata: dict[str, Any]
+    services: Services,
+    scope: Scope,
+    messages: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    expires_at: datetime | None = None,
 ) -> JSONResponse:
-    job_id, request_id = await enqueue_exchange(services, scope, messages, metadata)
+    job_id, request_id = await enqueue_exchange(services, scope, messages, metadata, expires_at)
     return JSONResponse({"job_id": job_id, "request_id": request_id}, status_code=202)
 
 
 async def enqueue_exchange(
-    services: Services, scope: Scope, messages: list[dict[str, Any]], metadata: dict[str, Any]
+    services: Services,
+    scope: Scope,
+    messages: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    expires_at: datetime | None = None,
 ) -> tuple[str, str]:
     """Send messages to the worker like a chat exchange; returns (job id, request id)."""
     if services.queue is None:
@@ -147,6 +187,7 @@ async def enqueue_exchange(
         completed_at=now,
         extraction_mode=None,
         metadata=metadata,
+        expires_at=expires_at,
     )
     try:
         await services.queue.enqueue(exchange)
@@ -170,6 +211,7 @@ async def create_memories(request: Request) -> JSONResponse:
     services = services_of(request)
     body = await read_body(request)
     scope, metadata = read_scope(request, body), read_metadata(body)
+    expires_at = read_expiry(body)
     limits = services.settings.limits
     if ("facts" in body) == ("messages" in body):
         raise bad_request("send either `facts` or `messages`", param="facts")
@@ -181,14 +223,14 @@ async def create_memories(request: Request) -> JSONResponse:
         if not isinstance(infer, bool):
             raise bad_request("`infer` must be a boolean", param="infer")
         if infer:
-            return await enqueue_messages(services, scope, messages, metadata)
+            return await enqueue_messages(services, scope, messages, metadata, expires_at)
         facts = user_texts(messages, limits.max_memory_chars)
-    memories = await store_facts(services, scope, facts, metadata)
+    memories = await store_facts(services, scope, facts, metadata, expires_at)
     access = access_of(request)
     return JSONResponse(list_json([memory_json(m, access) for m in memories]), status_code=201)
 
 
-def successor(old: Memory, text: str, request_id: str, now: datetime) -> Memory:
+def successor(old: Memory, text: str, request_id: str, now: datetime, expires_at: datetime | None) -> Memory:
     return old.model_copy(
         update={
             "id": derived_id(request_id, "memory"),
@@ -200,27 +242,40 @@ def successor(old: Memory, text: str, request_id: str, now: datetime) -> Memory:
             "version": old.version + 1,
             "source_request_id": request_id,
             "actor": "api",
+            "expires_at": expires_at,
         }
     )
 
 
 async def correct_memory(request: Request) -> JSONResponse:
+    """A new version with ``text``; or, with only ``expires_at`` (null: the policy's), the same
+    memory with a new expiry."""
     services = services_of(request)
     body = await read_body(request)
-    text = (body_text(body, "text", required=True) or "").strip()
+    only_expiry = "text" not in body and "expires_at" in body
+    text = None if only_expiry else (body_text(body, "text", required=True) or "").strip()
     reason = body_text(body, "reason", required=False)
+    asked = read_expiry(body)
     access = access_of(request)
     old = await load_memory(services, request.path_params["memory_id"], access)
     if not old.is_valid:
         raise GatewayError(409, "this memory was already invalidated; correct its latest version", code="invalidated")
-    new = await apply_correction(services, old, text, reason)
+    if text is None:
+        expires = expiry_of(services, old.scope, old.metadata, old.created_at, asked)
+        await services.core.store.set_expiry(old.id, expires)
+        return JSONResponse(memory_json(old.model_copy(update={"expires_at": expires}), access))
+    new = await apply_correction(services, old, text, reason, asked if "expires_at" in body else old.expires_at)
     return JSONResponse(memory_json(new, access))
 
 
-async def apply_correction(services: Services, old: Memory, text: str, reason: str | None) -> Memory:
+async def apply_correction(
+    services: Services, old: Memory, text: str, reason: str | None, expires_at: datetime | None = None
+) -> Memory:
+    """``expires_at``: the one asked for (the old version's, unless the request says otherwise)."""
     check_length(text, services.settings.limits.max_memory_chars, "text")
     await take_quota(services, old.user_id, 1)  # a new version is a new memory
-    new = successor(old, text, new_request_id(), utcnow())
+    now = utcnow()
+    new = successor(old, text, new_request_id(), now, expiry_of(services, old.scope, old.metadata, now, expires_at))
     event = api_event(new, "UPDATE", old, reason, f"{new.id}:update")
     (vector,) = await services.core.embedder.embed([text])
     await services.core.store.upsert([new], [vector])

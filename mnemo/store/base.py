@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory
+from mnemo.store.users import UserListing
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,15 @@ class MemoryStore(Protocol):
 
     async def delete_memories(self, memory_ids: Sequence[str]) -> None:
         """Erase memories for good (hard delete), with every event that names them (their texts)."""
+
+    async def set_expiry(self, memory_id: str, expires_at: datetime | None) -> None:
+        """Set when a memory expires (mnemo.retention), in place; nothing for an unknown id."""
+
+    async def expired(self, moment: datetime, *, limit: int) -> builtins.list[Memory]:
+        """Up to ``limit`` memories (any user) whose expiry is at or before ``moment``: the sweep's work."""
+
+    async def list_users(self, prefix: str = "", *, limit: int = 100, offset: int = 0) -> UserListing:
+        """The users holding memories or events whose id starts with ``prefix`` and has no ``/``
+        after it (a tenant's users are ``<tenant>/<id>``: under ``"acme/"`` its users, under ``""``
+        the plain ids), by id, with their counts and first and last activity
+        (:mod:`mnemo.store.users`)."""

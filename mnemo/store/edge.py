@@ -30,6 +30,7 @@ from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
 from mnemo.store import edge_compaction as compaction
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
+from mnemo.store import users
 from mnemo.store.base import StoreIdentity
 from mnemo.store.dense_cache import DenseCache, Row, UserVectors
 from mnemo.store.edge_query import (
@@ -40,6 +41,7 @@ from mnemo.store.edge_query import (
     hash_texts,
     index_keywords,
     search_request,
+    stamp_expiry,
 )
 from mnemo.store.hybrid import HybridOptions, ranked_hits, wants_keywords
 
@@ -63,6 +65,7 @@ def _memory_indexes() -> dict[str, qe.PayloadSchemaParams]:
         "created_ts": qe.FloatIndexParams(),
         "invalid_ts": qe.FloatIndexParams(),
         pl.TEXT_HASH: _keyword(),
+        pl.EXPIRES_TS: qe.FloatIndexParams(),
     }
 
 
@@ -78,6 +81,7 @@ def _prepare_shard(name: str, shard: qe.EdgeShard) -> None:
     if name == "memories":
         index_keywords(shard)
         hash_texts(shard)
+        stamp_expiry(shard)
 
 
 # The shard's search pool runs per-segment reads in parallel, and a shard that is never
@@ -86,6 +90,7 @@ def _prepare_shard(name: str, shard: qe.EdgeShard) -> None:
 SEARCH_THREADS = 1
 # Points per page while a user's vectors are read into the dense cache, the event loop free between.
 VECTOR_PAGE = 256
+OLDEST_NEWEST = (qe.Direction.Asc, qe.Direction.Desc)
 
 
 def _row(point_id: str, payload: dict[str, Any]) -> Row:
@@ -316,7 +321,21 @@ class EdgeMemoryStore:
     async def get(self, memory_id: str) -> Memory | None:
         with edge_errors("get"):
             records = self._memories.retrieve([pl.point_id(memory_id)], True, False)
-        return pl.memory_from_payload(records[0].payload or {}) if records else None
+        if not records or pl.is_expired(records[0].payload or {}):
+            return None  # an expired memory is gone, swept or not (mnemo.retention)
+        return pl.memory_from_payload(records[0].payload or {})
+
+    async def set_expiry(self, memory_id: str, expires_at: datetime | None) -> None:
+        pid = pl.point_id(memory_id)
+        with edge_errors("set_expiry"):
+            if self._memories.retrieve([pid], False, False):
+                self._update("memories", qe.UpdateOperation.set_payload([pid], pl.expiry_payload(expires_at)))
+
+    async def expired(self, moment: datetime, *, limit: int) -> builtins.list[Memory]:
+        where = edge_filter(pl.expired_conditions(moment))
+        with edge_errors("expired"):
+            page, _ = self._memories.scroll(qe.ScrollRequest(limit=limit, filter=where, with_payload=True))
+        return [pl.memory_from_payload(record.payload or {}) for record in page]
 
     async def search(
         self,
@@ -444,6 +463,44 @@ class EdgeMemoryStore:
             if self._dense is not None:
                 self._dense.remove([pl.point_id(i) for i in memory_ids])
             self._start_compaction()
+
+    async def list_users(self, prefix: str = "", *, limit: int = 100, offset: int = 0) -> users.UserListing:
+        counts = users.UserCounts(
+            memories=self._user_facet("memories", prefix),
+            current=self._user_facet("memories", prefix, pl.Between("invalid_ts", gte=pl.VALID_TS)),
+            events=self._user_facet("events", prefix),
+        )
+        ids = users.listed_ids(prefix, counts)
+        page = []
+        for user_id in ids[offset : offset + limit]:
+            stamps = [self._user_stamp(name, user_id, way) for name in self._vectors for way in OLDEST_NEWEST]
+            page.append(users.summary(user_id, counts, stamps))
+            await asyncio.sleep(0)  # four indexed reads per user: let chats in between users
+        return users.UserListing(page, len(ids), users.is_complete(counts))
+
+    def _user_facet(self, name: str, prefix: str, *conditions: pl.Condition) -> dict[str, int]:
+        """Points per user id under ``prefix`` (from the keyword index, not a scan)."""
+        must = list(edge_filter(conditions).must or [])
+        if prefix:
+            must.append(qe.FieldCondition("user_id", match=qe.MatchPrefix(prefix)))
+        where = qe.Filter(must=must) if must else None
+        request = qe.FacetRequest("user_id", limit=users.USER_SCAN_LIMIT, exact=True, filter=where)
+        with edge_errors("facet"):
+            hits = self._shard(name).facet(request).hits
+        return {str(hit.value): hit.count for hit in hits}
+
+    def _user_stamp(self, name: str, user_id: str, direction: qe.Direction) -> float | None:
+        """The epoch seconds of the user's oldest (Asc) or newest (Desc) point in the shard."""
+        request = qe.QueryRequest(
+            limit=1,
+            query=qe.OrderBy("created_ts", direction),
+            filter=edge_filter(pl.user_conditions(user_id)),
+            with_payload=["created_ts"],
+        )
+        with edge_errors("list_users"):
+            points = self._shard(name).query(request)
+        stamp = (points[0].payload or {}).get("created_ts") if points else None
+        return float(stamp) if stamp is not None else None
 
     def _newest(self, conditions: Sequence[pl.Condition], *, limit: int, offset: int) -> list[Memory]:
         request = qe.QueryRequest(

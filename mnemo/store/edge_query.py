@@ -112,6 +112,17 @@ def hash_texts(shard: qe.EdgeShard) -> None:
         logger.info("hashed the texts of %d memories stored before verbatim-twin lookups", len(lacking))
 
 
+def stamp_expiry(shard: qe.EdgeShard) -> None:
+    """Give memories stored before expiry existed "never expires" (once: only points lacking it),
+    so the read filter ``expires_ts > now`` keeps finding them."""
+    lacking = filter_scroll(shard, qe.Filter(must=[qe.IsEmptyCondition(pl.EXPIRES_TS)]))
+    for start in range(0, len(lacking), PAGE):
+        ids = [record.id for record in lacking[start : start + PAGE]]
+        shard.update(qe.UpdateOperation.set_payload(ids, {pl.EXPIRES_TS: pl.VALID_TS}))
+    if lacking:
+        logger.info("stamped %d memories stored before retention as never expiring", len(lacking))
+
+
 def filter_scroll(shard: qe.EdgeShard, where: qe.Filter) -> list[qe.Record]:
     records: list[qe.Record] = []
     offset: qe.PointId | None = None

@@ -6,7 +6,8 @@ is a far-future sentinel, so "valid at t" is the pure range ``created_ts <= t < 
 and "valid now" is ``invalid_ts >= VALID_TS``. The ``valid`` boolean is kept for readers of the
 payload, not for filters: qdrant-edge 0.9 sends ``MatchValue(True)`` as the integer 1.
 Missing agent/session ids are stored as "" so "this agent or none" is a single
-``MatchAny([agent, ""])``.
+``MatchAny([agent, ""])``. Expiry (mnemo.retention) is ``expires_ts``, the same far-future sentinel
+when a memory never expires, so "not expired" is the range ``expires_ts > now`` on every read.
 
 Filters are built here as backend-neutral conditions; each backend translates them.
 """
@@ -22,11 +23,13 @@ from typing import Any
 
 from mnemo.errors import StoreError, StoreMismatchError
 from mnemo.models import Memory, MemoryEvent, Scope, text_hash
+from mnemo.retention import now
 from mnemo.store.base import StoreIdentity
 
 DENSE_VECTOR = "dense"
 # Indexed, so a verbatim twin of a new memory is found without scanning the user's memories.
 TEXT_HASH = "text_hash"
+EXPIRES_TS = "expires_ts"
 # Beyond any datetime (year 9999 is ~2.5e11 s), so invalidation at any real moment sorts below it.
 VALID_TS = 1e15
 IDENTITY_SCHEMA_VERSION = 1
@@ -59,7 +62,22 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
     payload["invalid_ts"] = VALID_TS if memory.invalid_at is None else epoch(memory.invalid_at)
     payload["valid"] = memory.invalid_at is None
     payload[TEXT_HASH] = text_hash(memory.text)
+    payload[EXPIRES_TS] = expiry_ts(memory.expires_at)
     return payload
+
+
+def expiry_ts(expires_at: datetime | None) -> float:
+    return VALID_TS if expires_at is None else epoch(expires_at)
+
+
+def expiry_payload(expires_at: datetime | None) -> dict[str, Any]:
+    """The fields ``set_expiry`` overwrites."""
+    return {"expires_at": None if expires_at is None else expires_at.isoformat(), EXPIRES_TS: expiry_ts(expires_at)}
+
+
+def is_expired(payload: Mapping[str, Any], moment: datetime | None = None) -> bool:
+    stamp = payload.get(EXPIRES_TS)
+    return isinstance(stamp, int | float) and stamp <= epoch(moment or now())
 
 
 def invalidation_payload(invalid_at: datetime, superseded_by: str | None) -> dict[str, Any]:
@@ -176,8 +194,17 @@ def user_conditions(user_id: str, memory_id: str | None = None) -> list[Conditio
     return conditions
 
 
+def unexpired() -> Condition:
+    """Checked on every read, so a memory is gone the moment it expires, sweep or no sweep."""
+    return Between(EXPIRES_TS, gt=epoch(now()))
+
+
+def expired_conditions(moment: datetime) -> list[Condition]:
+    return [Between(EXPIRES_TS, lte=epoch(moment))]
+
+
 def search_conditions(scope: Scope, include_invalidated: bool) -> list[Condition]:
-    conditions = user_conditions(scope.user_id)
+    conditions = [*user_conditions(scope.user_id), unexpired()]
     if scope.agent_id is not None:
         # An agent sees its own memories and the ones shared by every agent of the user.
         conditions.append(MatchAnyOf("agent_id", (scope.agent_id, "")))
@@ -200,7 +227,8 @@ def list_conditions(
     created_before: datetime | None,
     metadata: Mapping[str, Any] | None,
 ) -> list[Condition]:
-    conditions = user_conditions(scope.user_id)
+    # Expired is gone for as_of too: history does not keep what retention erases (mnemo.retention).
+    conditions = [*user_conditions(scope.user_id), unexpired()]
     if scope.agent_id is not None:
         conditions.append(Match("agent_id", scope.agent_id))
     if scope.session_id is not None:

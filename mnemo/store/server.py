@@ -21,6 +21,7 @@ from mnemo.errors import ConfigError, StoreError, StoreMismatchError
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
+from mnemo.store import users
 from mnemo.store.base import StoreIdentity
 from mnemo.store.hybrid import HybridOptions, ranked_hits, wants_keywords
 from mnemo.store.server_query import (
@@ -34,6 +35,7 @@ from mnemo.store.server_query import (
     server_errors,
     server_filter,
     sparse_vector,
+    stamp_expiry,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,12 +51,18 @@ _MEMORY_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams]
     "created_ts": _FLOAT,
     "invalid_ts": _FLOAT,
     pl.TEXT_HASH: _KEYWORD,
+    pl.EXPIRES_TS: _FLOAT,
 }
 _EVENT_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
     "user_id": _TENANT,
     "memory_id": _KEYWORD,
     "created_ts": _FLOAT,
 }
+
+
+def _created_ts(points: list[models.ScoredPoint]) -> float | None:
+    stamp = (points[0].payload or {}).get("created_ts") if points else None
+    return float(stamp) if stamp is not None else None
 
 
 class QdrantServerMemoryStore:
@@ -115,6 +123,7 @@ class QdrantServerMemoryStore:
         info = await self._client.get_collection(self._memories_name)
         self._keywords = await index_keywords(self._client, self._memories_name, info.config.params.sparse_vectors)
         await hash_texts(self._client, self._memories_name)
+        await stamp_expiry(self._client, self._memories_name)
         stored = pl.identity_from_record(info.config.metadata)
         if stored is not None:
             pl.check_identity(stored, self._identity, self._where)
@@ -201,7 +210,22 @@ class QdrantServerMemoryStore:
     async def get(self, memory_id: str) -> Memory | None:
         with server_errors("get"):
             records = await self._client.retrieve(self._memories_name, [pl.point_id(memory_id)])
-        return pl.memory_from_payload(records[0].payload or {}) if records else None
+        if not records or pl.is_expired(records[0].payload or {}):
+            return None  # an expired memory is gone, swept or not (mnemo.retention)
+        return pl.memory_from_payload(records[0].payload or {})
+
+    async def set_expiry(self, memory_id: str, expires_at: datetime | None) -> None:
+        pid = pl.point_id(memory_id)
+        with server_errors("set_expiry"):
+            if await self._client.retrieve(self._memories_name, [pid], with_payload=False):
+                await self._client.set_payload(self._memories_name, payload=pl.expiry_payload(expires_at), points=[pid])
+
+    async def expired(self, moment: datetime, *, limit: int) -> builtins.list[Memory]:
+        with server_errors("expired"):
+            page, _ = await self._client.scroll(
+                self._memories_name, server_filter(pl.expired_conditions(moment)), limit=limit, with_payload=True
+            )
+        return [pl.memory_from_payload(record.payload or {}) for record in page]
 
     async def search(
         self,
@@ -292,6 +316,48 @@ class QdrantServerMemoryStore:
             with server_errors("delete_memories"):
                 await self._client.delete(self._memories_name, selector)
                 await self._client.delete(self._events_name, models.FilterSelector(filter=their_events))
+
+    async def list_users(self, prefix: str = "", *, limit: int = 100, offset: int = 0) -> users.UserListing:
+        with server_errors("list_users"):
+            counts = users.UserCounts(
+                memories=await self._user_facet(self._memories_name, prefix),
+                current=await self._user_facet(self._memories_name, prefix, pl.Between("invalid_ts", gte=pl.VALID_TS)),
+                events=await self._user_facet(self._events_name, prefix),
+            )
+            ids = users.listed_ids(prefix, counts)
+            page = ids[offset : offset + limit]
+            memories = await self._user_stamps(self._memories_name, page)
+            events = await self._user_stamps(self._events_name, page)
+        summaries = [users.summary(u, counts, [*memories[u], *events[u]]) for u in page]
+        return users.UserListing(summaries, len(ids), users.is_complete(counts))
+
+    async def _user_facet(self, name: str, prefix: str, *conditions: pl.Condition) -> dict[str, int]:
+        where = server_filter(conditions)
+        if prefix:
+            under = models.FieldCondition(key="user_id", match=models.MatchPrefix(prefix=prefix))
+            where = models.Filter(must=[where, under])
+        found = await self._client.facet(name, "user_id", facet_filter=where, limit=users.USER_SCAN_LIMIT, exact=True)
+        return {str(hit.value): hit.count for hit in found.hits}
+
+    async def _user_stamps(
+        self, name: str, user_ids: builtins.list[str]
+    ) -> dict[str, tuple[float | None, float | None]]:
+        """Each user's oldest and newest ``created_ts`` in the collection, in one batch of queries."""
+        if not user_ids:
+            return {}
+        requests = [
+            models.QueryRequest(
+                query=models.OrderByQuery(order_by=models.OrderBy(key="created_ts", direction=direction)),
+                filter=server_filter(pl.user_conditions(user_id)),
+                limit=1,
+                with_payload=["created_ts"],
+            )
+            for user_id in user_ids
+            for direction in (models.Direction.ASC, models.Direction.DESC)
+        ]
+        answers = await self._client.query_batch_points(name, requests)
+        stamps = [_created_ts(answer.points) for answer in answers]
+        return {user_id: (stamps[2 * i], stamps[2 * i + 1]) for i, user_id in enumerate(user_ids)}
 
     # Kept last in the class: below this def, the name `list` means the method, not the builtin.
     async def list(

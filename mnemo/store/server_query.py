@@ -89,6 +89,22 @@ async def hash_texts(client: AsyncQdrantClient, name: str) -> None:
         logger.info("hashed the texts of %d memories stored before verbatim-twin lookups", count)
 
 
+async def stamp_expiry(client: AsyncQdrantClient, name: str) -> None:
+    """Give memories stored before expiry existed "never expires" (once: only points lacking it),
+    so the read filter ``expires_ts > now`` keeps finding them."""
+    lacking = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=pl.EXPIRES_TS))])
+    count = 0
+    while True:
+        # Re-scrolled from the start: each page stamped leaves the filter.
+        page, _ = await client.scroll(name, lacking, limit=PAGE, with_payload=False)
+        if not page:
+            break
+        await client.set_payload(name, {pl.EXPIRES_TS: pl.VALID_TS}, points=[record.id for record in page])
+        count += len(page)
+    if count:
+        logger.info("stamped %d memories stored before retention as never expiring", count)
+
+
 async def index_keywords(client: AsyncQdrantClient, name: str, sparse_vectors: object) -> bool:
     """Add the keyword vector to a collection made before hybrid search and index what it holds;
     return whether the collection has keywords now. qdrant-client's local mode cannot add a vector

@@ -33,7 +33,7 @@ def test_a_streaming_chat_counts_as_in_flight_until_its_stream_ends(
 ) -> None:
     mnemo = MnemoThread(make_settings(extraction="raw"), worker=False).start()
     try:
-        upstream.first_chunk_delay_s = 1.0
+        upstream.hold_at_chunk = 1  # the stream is mid-way until the test has seen the chat in flight
         client = openai.OpenAI(base_url=mnemo.url + "/v1", api_key="sk-x", default_headers={"X-Mnemo-User-Id": "ida"})
 
         def stream_all() -> str:
@@ -44,7 +44,8 @@ def test_a_streaming_chat_counts_as_in_flight_until_its_stream_ends(
 
         with ThreadPoolExecutor(1) as pool:
             reply = pool.submit(stream_all)
-            wait_until(lambda: mnemo.core.activity.in_flight == 1, timeout=5)
+            wait_until(lambda: mnemo.core.activity.in_flight == 1 and upstream.open_streams == 1, timeout=5)
+            upstream.release.set()
             assert reply.result(30) == "Echo: hi"
         wait_until(lambda: mnemo.core.activity.in_flight == 0, timeout=5)  # the server finishes after the client
     finally:

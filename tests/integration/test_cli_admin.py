@@ -7,25 +7,23 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from mnemo.config import Settings
 from mnemo_cli.main import main
+from tests.support.probes import Gateways, new_user
 from tests.support.servers import MnemoThread, free_port
 
 ADMIN_KEY = "admin-key-for-cli-tests-0001"
 
 
 @pytest.fixture
-def mnemo(make_settings: Callable[..., Settings]) -> Iterator[MnemoThread]:
-    running = MnemoThread(make_settings(extraction="raw")).start()
-    yield running
-    running.stop()
+def mnemo(gateways: Gateways) -> MnemoThread:
+    """One Mnemo for the module's tests; each has its own users."""
+    return gateways.get(extraction={"mode": "raw"})
 
 
 def add_facts(mnemo: MnemoThread, user: str, *facts: str, headers: dict[str, str] | None = None) -> list[str]:
@@ -53,21 +51,22 @@ def cli_json(capsys: pytest.CaptureFixture[str], mnemo_url: str, *argv: str) -> 
 def test_memories_list_search_show_history_and_delete_as_tables_and_json(
     mnemo: MnemoThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    austin, tacos = add_facts(mnemo, "ana", "I live in Austin", "I love tacos al pastor")
-    code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", "ana")
+    ana = new_user("ana")
+    austin, tacos = add_facts(mnemo, ana, "I live in Austin", "I love tacos al pastor")
+    code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", ana)
     assert code == 0
     header, *rows = out.strip().splitlines()
     assert header.split() == ["ID", "TEXT", "AGENT", "V", "CREATED", "STATE"]
     assert len(rows) == 2 and any(austin in row and "I live in Austin" in row and "current" in row for row in rows)
     # Both facts were added in one call with one timestamp, so their order is not defined.
-    assert {m["id"] for m in cli_json(capsys, mnemo.url, "memories", "list", "--user", "ana")["data"]} == {
+    assert {m["id"] for m in cli_json(capsys, mnemo.url, "memories", "list", "--user", ana)["data"]} == {
         tacos,
         austin,
     }
 
-    found = cli_json(capsys, mnemo.url, "memories", "search", "where does she live", "--user", "ana", "--limit", "1")
+    found = cli_json(capsys, mnemo.url, "memories", "search", "where does she live", "--user", ana, "--limit", "1")
     assert [hit["id"] for hit in found["data"]] == [austin] and found["data"][0]["score"] > 0
-    code, out, _ = cli(capsys, mnemo.url, "memories", "search", "where does she live", "--user", "ana")
+    code, out, _ = cli(capsys, mnemo.url, "memories", "search", "where does she live", "--user", ana)
     assert code == 0 and out.splitlines()[0].split()[:2] == ["SCORE", "ID"]
 
     code, out, _ = cli(capsys, mnemo.url, "memories", "show", austin)
@@ -80,30 +79,31 @@ def test_memories_list_search_show_history_and_delete_as_tables_and_json(
     assert [event["action"] for event in history["events"]] == ["ADD", "DELETE"]
     code, out, _ = cli(capsys, mnemo.url, "memories", "history", austin)
     assert code == 0 and "versions:" in out and "events:" in out and "DELETE" in out and "invalidated" in out
-    listed = cli_json(capsys, mnemo.url, "memories", "list", "--user", "ana", "--all")
+    listed = cli_json(capsys, mnemo.url, "memories", "list", "--user", ana, "--all")
     assert {m["id"] for m in listed["data"]} == {austin, tacos}
 
     code, _, err = cli(capsys, mnemo.url, "memories", "delete", tacos, "--hard")
     assert code == 1 and "--yes" in err
     assert cli_json(capsys, mnemo.url, "memories", "delete", tacos, "--hard", "--yes")["deleted"] == 1
-    code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", "ana")
-    assert (code, out.strip()) == (0, "no memories for ana")
+    code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", ana)
+    assert (code, out.strip()) == (0, f"no memories for {ana}")
 
 
 def test_users_export_and_delete(mnemo: MnemoThread, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    add_facts(mnemo, "bo", "I keep bees", "I live in Lisbon")
-    code, out, _ = cli(capsys, mnemo.url, "users", "export", "bo")
-    assert code == 0 and "I keep bees" in out and out.strip().endswith("bo: 2 memories, 2 events")
+    bo = new_user("bo")
+    add_facts(mnemo, bo, "I keep bees", "I live in Lisbon")
+    code, out, _ = cli(capsys, mnemo.url, "users", "export", bo)
+    assert code == 0 and "I keep bees" in out and out.strip().endswith(f"{bo}: 2 memories, 2 events")
     target = tmp_path / "bo.json"
-    code, out, _ = cli(capsys, mnemo.url, "users", "export", "bo", "--output", str(target))
+    code, out, _ = cli(capsys, mnemo.url, "users", "export", bo, "--output", str(target))
     assert code == 0 and str(target) in out
     assert len(json.loads(target.read_text())["memories"]) == 2
 
-    code, _, err = cli(capsys, mnemo.url, "users", "delete", "bo")
+    code, _, err = cli(capsys, mnemo.url, "users", "delete", bo)
     assert code == 1 and "add --yes" in err
-    code, out, _ = cli(capsys, mnemo.url, "users", "delete", "bo", "--yes")
-    assert code == 0 and out.startswith("erased bo: 2 memories, 2 events")
-    assert cli_json(capsys, mnemo.url, "users", "export", "bo")["memories"] == []
+    code, out, _ = cli(capsys, mnemo.url, "users", "delete", bo, "--yes")
+    assert code == 0 and out.startswith(f"erased {bo}: 2 memories, 2 events")
+    assert cli_json(capsys, mnemo.url, "users", "export", bo)["memories"] == []
 
 
 def test_errors_are_one_line_with_the_api_message_and_exit_1(
@@ -122,29 +122,27 @@ def test_errors_are_one_line_with_the_api_message_and_exit_1(
     )
 
 
-def test_the_admin_key_comes_from_the_flag_or_the_environment(
-    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    mnemo = MnemoThread(make_settings(extraction="raw", auth={"admin_keys": [ADMIN_KEY]})).start()
-    try:
-        add_facts(mnemo, "cy", "I play the cello", headers={"X-Mnemo-Api-Key": ADMIN_KEY})
-        code, _, err = cli(capsys, mnemo.url, "memories", "list", "--user", "cy")
-        assert code == 1 and err.startswith("mnemo: HTTP 401: ")
-        code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", "cy", "--api-key", ADMIN_KEY)
-        assert code == 0 and "I play the cello" in out
-        monkeypatch.setenv("MNEMO_API_KEY", ADMIN_KEY)
-        monkeypatch.setenv("MNEMO_URL", mnemo.url)
-        capsys.readouterr()
-        assert main(["memories", "list", "--user", "cy"]) == 0
-        assert "I play the cello" in capsys.readouterr().out
-    finally:
-        mnemo.stop()
-
-
 def test_the_installed_command_runs_in_a_subprocess(mnemo: MnemoThread) -> None:
-    add_facts(mnemo, "dee", "I ride a blue bike")
+    dee = new_user("dee")
+    add_facts(mnemo, dee, "I ride a blue bike")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MNEMO_")}, "MNEMO_URL": mnemo.url}
-    command = [sys.executable, "-m", "mnemo_cli.main", "memories", "list", "--user", "dee", "--json"]
+    command = [sys.executable, "-m", "mnemo_cli.main", "memories", "list", "--user", dee, "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert [m["text"] for m in json.loads(done.stdout)["data"]] == ["I ride a blue bike"]
+
+
+def test_the_admin_key_comes_from_the_flag_or_the_environment(  # kept last: a Mnemo with keys of its own
+    gateways: Gateways, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mnemo, cy = gateways.get(extraction={"mode": "raw"}, auth={"admin_keys": [ADMIN_KEY]}), new_user("cy")
+    add_facts(mnemo, cy, "I play the cello", headers={"X-Mnemo-Api-Key": ADMIN_KEY})
+    code, _, err = cli(capsys, mnemo.url, "memories", "list", "--user", cy)
+    assert code == 1 and err.startswith("mnemo: HTTP 401: ")
+    code, out, _ = cli(capsys, mnemo.url, "memories", "list", "--user", cy, "--api-key", ADMIN_KEY)
+    assert code == 0 and "I play the cello" in out
+    monkeypatch.setenv("MNEMO_API_KEY", ADMIN_KEY)
+    monkeypatch.setenv("MNEMO_URL", mnemo.url)
+    capsys.readouterr()
+    assert main(["memories", "list", "--user", cy]) == 0
+    assert "I play the cello" in capsys.readouterr().out

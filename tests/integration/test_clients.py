@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from tests.conftest import wait_until
 from tests.support.process import MnemoProcess
+from tests.support.servers import ServerThread
 from tests.support.upstream import ScriptedUpstream
 
 CLIENTS = Path(__file__).resolve().parents[1] / "clients"
@@ -37,10 +38,19 @@ FACT = "My dog is called Pixel"
 QUESTION = "What is my dog called?"
 
 
-@pytest.fixture
-def mnemo(tmp_path: Path, upstream_url: str) -> Iterator[MnemoProcess]:
-    process = MnemoProcess(tmp_path, upstream_url).start()
-    yield process
+@pytest.fixture(scope="module")
+def mnemo(
+    tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[ScriptedUpstream, ServerThread]
+) -> Iterator[MnemoProcess]:
+    """One `mnemo up` for the module (each test has its own users), with an Anthropic route too:
+    claude-test, relayed to the scripted upstream's /v1/messages (an Anthropic base URL is the
+    host root); every other model goes to the scripted upstream's OpenAI API."""
+    root = upstream_server[1].url
+    process = MnemoProcess(tmp_path_factory.mktemp("clients"), root + "/v1")
+    config = yaml.safe_load(process.config.read_text())
+    config["models"].insert(0, {"name": "claude-test", "provider": "anthropic", "base_url": root, "api_key": "sk-up"})
+    process.config.write_text(yaml.safe_dump(config))
+    yield process.start()
     process.kill()
 
 
@@ -274,19 +284,6 @@ RESPONSE_EVENTS = [
 ]
 
 
-@pytest.fixture
-def claude_mnemo(tmp_path: Path, upstream_url: str) -> Iterator[MnemoProcess]:
-    """`mnemo up` with an Anthropic route too: claude-test, relayed to the scripted upstream's
-    /v1/messages (an Anthropic base URL is the host root)."""
-    process = MnemoProcess(tmp_path, upstream_url)
-    config = yaml.safe_load(process.config.read_text())
-    root = upstream_url.removesuffix("/v1")
-    config["models"].insert(0, {"name": "claude-test", "provider": "anthropic", "base_url": root, "api_key": "sk-up"})
-    process.config.write_text(yaml.safe_dump(config))
-    yield process.start()
-    process.kill()
-
-
 def test_vercel_ai_sdk_default_provider_streams_and_generates_through_the_responses_api_and_remembers(
     mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
 ) -> None:
@@ -316,15 +313,15 @@ def test_openai_node_sdk_responses_stream_arrives_event_by_event_and_remembers(
 
 
 def test_anthropic_node_sdk_create_and_stream_remember_and_get_the_memory_in_system(
-    claude_mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
+    mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
 ) -> None:
-    root = claude_mnemo.base_url.removesuffix("/v1")
+    root = mnemo.base_url.removesuffix("/v1")
     first = run_node(node_clients, "anthropic_messages.js", "stream", root, "kim", FACT)
     assert_streamed(first["pieces"], f"Echo: {FACT}")
     assert first["stop_reason"] == "end_turn"
     assert upstream.of_task("chat")[-1].path == "/v1/messages"
 
-    remembered(claude_mnemo, "kim")
+    remembered(mnemo, "kim")
     later = run_node(node_clients, "anthropic_messages.js", "create", root, "kim", QUESTION)
     assert later["pieces"] == [f"Echo: {QUESTION}"]
     assert FACT in injected(upstream)
@@ -332,15 +329,15 @@ def test_anthropic_node_sdk_create_and_stream_remember_and_get_the_memory_in_sys
 
 
 def test_anthropic_python_sdk_create_and_stream_remember_and_other_users_see_nothing(
-    claude_mnemo: MnemoProcess, upstream: ScriptedUpstream
+    mnemo: MnemoProcess, upstream: ScriptedUpstream
 ) -> None:
-    root = claude_mnemo.base_url.removesuffix("/v1")
+    root = mnemo.base_url.removesuffix("/v1")
     client = anthropic.Anthropic(base_url=root, api_key="sk-ant-client", default_headers={"X-Mnemo-User-Id": "lee"})
     messages: Any = [{"role": "user", "content": FACT}]
     with client.messages.stream(model="claude-test", max_tokens=256, messages=messages) as stream:
         assert_streamed(list(stream.text_stream), f"Echo: {FACT}")
 
-    remembered(claude_mnemo, "lee")
+    remembered(mnemo, "lee")
     question: Any = [{"role": "user", "content": QUESTION}]
     reply = client.messages.create(model="claude-test", max_tokens=256, messages=question)
     assert reply.content[0].text == f"Echo: {QUESTION}"  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ for the erased words. An exchange sent after the erasure is a new start and is s
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from mnemo.models import Scope
 from mnemo.user_order import user_key
 from tests.conftest import wait_until
 from tests.support.files import files_holding
-from tests.support.probes import LITELLM_READONLY_WARNING, drained, stored_texts
+from tests.support.probes import LITELLM_READONLY_WARNING, drain, drained, stored_texts
 from tests.support.redis_server import RedisServer
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream, clause_facts
@@ -104,7 +105,7 @@ def assert_no_trace(mnemo: MnemoThread, redis_server: RedisServer, user: str, se
     wait_until(lambda: drained_everywhere(mnemo, redis_server, user), timeout=30)
     if sent_after is not None:
         wait_until(lambda: AFTER in stored_texts(mnemo, user), timeout=20)
-    time.sleep(0.3)  # a write that was still coming would land now
+    settled(mnemo, redis_server)  # a write that was still coming has landed
     texts = mnemo.call(lambda core: core.store.list(Scope(user_id=user), include_invalidated=True, limit=1000))
     events = mnemo.call(lambda core: core.store.list_events(user))
     assert not [m.text for m in texts if SECRET in m.text]
@@ -114,6 +115,17 @@ def assert_no_trace(mnemo: MnemoThread, redis_server: RedisServer, user: str, se
     data = Path(mnemo.settings.data_dir)
     assert files_holding(data, SECRET) == []
     assert files_holding(redis_server.directory, SECRET) == []
+
+
+def settled(mnemo: MnemoThread, redis_server: RedisServer) -> None:
+    """Nothing more is coming: no job left in the queue (a deferred retry included) and every
+    job the worker took finished."""
+    client = redis_sync.Redis.from_url(redis_server.url)
+    try:
+        wait_until(lambda: client.zcard(mnemo.settings.redis.queue_name) == 0, timeout=30)
+    finally:
+        client.close()
+    drain(mnemo)
 
 
 def drained_everywhere(mnemo: MnemoThread, redis_server: RedisServer, user: str) -> bool:
@@ -160,8 +172,10 @@ def test_erased_while_a_stale_drain_of_the_user_is_queued(
         claim = client.get(user_key(queue, "claim", user))
         assert claim is not None and claim.startswith(b"r:")
         stale = "mnemo:drain:stale-" + uuid.uuid4().hex[:6]
-        client.set("arq:job:" + stale, b'{"t":null,"f":"drain_user","a":["%s"],"k":{},"et":0}' % user.encode())
-        client.zadd(queue, {stale: 0})
+        now_ms = int(time.time() * 1000)  # arq skips a job scored 0
+        record = {"t": None, "f": "drain_user", "a": [user], "k": {}, "et": now_ms}
+        client.set("arq:job:" + stale, json.dumps(record))
+        client.zadd(queue, {stale: now_ms})
     finally:
         client.close()
     erase(mnemo, user)
@@ -191,7 +205,7 @@ def test_erased_while_its_exchange_waits_to_be_retried(
     finally:
         client.close()
     erase(mnemo, user)
-    time.sleep(2.0)  # past the retry's delay: the deferred drain runs and finds nothing to do
+    settled(mnemo, redis_server)  # the deferred drain is gone with the erasure, or ran and found nothing to do
     chat(mnemo, user, AFTER)
     assert_no_trace(mnemo, redis_server, user, AFTER)
     assert len(upstream.of_task("extract")) == 2  # the failed try and the new exchange's: no retry

@@ -194,11 +194,18 @@ bodies = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def kept_alive(mnemo: MnemoThread) -> Iterator[httpx.Client]:
+    """One connection for the fuzz's many requests (a new one each would be most of their time)."""
+    with httpx.Client(base_url=mnemo.url, headers={"Authorization": "Bearer sk-client"}, timeout=30) as client:
+        yield client
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, with_user=st.booleans())
-def test_no_chat_body_makes_the_gateway_answer_5xx(mnemo: MnemoThread, body: Any, with_user: bool) -> None:
+def test_no_chat_body_makes_the_gateway_answer_5xx(kept_alive: httpx.Client, body: Any, with_user: bool) -> None:
     headers = {"X-Mnemo-User-Id": "fuzz-user"} if with_user else {}
-    response = post(mnemo, headers, content=json.dumps(body).encode())
+    response = kept_alive.post("/v1/chat/completions", headers=headers, content=json.dumps(body).encode())
     assert response.status_code < 500, (body, response.status_code, response.text[:300])
     if response.status_code >= 400:
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}

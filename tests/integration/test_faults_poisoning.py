@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from gateway.injection import CLOSE_TAG, OPEN_TAG
-from mnemo.config import Settings
 from mnemo.models import Scope
 from mnemo.prompts import EXTRACTION_SYSTEM
 from tests.conftest import wait_until
-from tests.support.probes import EAGER_MEMORY, running
+from tests.support.probes import EAGER_MEMORY, Gateways
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
 
@@ -37,9 +35,9 @@ CONVERSATION_POISON = (
 
 
 @pytest.fixture
-def mnemo(make_settings: Callable[..., Settings]) -> Iterator[MnemoThread]:
-    with running(make_settings(memory=EAGER_MEMORY)) as started:
-        yield started
+def mnemo(gateways: Gateways) -> MnemoThread:
+    """One Mnemo for the module; each test has its own user."""
+    return gateways.get(memory=EAGER_MEMORY)
 
 
 def chat(mnemo: MnemoThread, user: str, text: str, **headers: str) -> httpx.Response:

@@ -12,16 +12,15 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from mnemo.config import Settings
 from mnemo.models import Scope
 from tests.conftest import wait_until
-from tests.support.probes import drain, metric
+from tests.support.probes import Gateways, counts, drain, metric, wait_until_done_with
 from tests.support.servers import MnemoThread, free_port
 from tests.support.upstream import ScriptedUpstream
 
@@ -84,7 +83,7 @@ class ClosingUpstream(ResettingUpstream):
 CLOSING_CHOICE = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def resetting() -> Iterator[dict[str, ResettingUpstream]]:
     upstreams = {
         "reset": ResettingUpstream(),
@@ -96,19 +95,24 @@ def resetting() -> Iterator[dict[str, ResettingUpstream]]:
         upstream.close()
 
 
-@pytest.fixture
-def mnemo(
-    make_settings: Callable[..., Settings], upstream_url: str, resetting: dict[str, ResettingUpstream]
-) -> Iterator[MnemoThread]:
-    models = [
+def models(gateways: Gateways, resetting: dict[str, ResettingUpstream]) -> list[dict[str, str]]:
+    routes = [
         {"name": name, "provider": "openai", "base_url": f"http://127.0.0.1:{up.port}/v1", "api_key": "sk"}
         for name, up in resetting.items()
     ]
-    models.append({"name": "*", "provider": "openai", "base_url": upstream_url, "api_key": "sk-test"})
-    running = MnemoThread(make_settings(extraction="raw", models=models)).start()
-    yield running
-    drain(running)
-    running.stop()
+    return [*routes, {"name": "*", "provider": "openai", "base_url": gateways.upstream_url, "api_key": "sk-test"}]
+
+
+@pytest.fixture
+def mnemo(gateways: Gateways, resetting: dict[str, ResettingUpstream]) -> MnemoThread:
+    """Shared by the tests that do not look into the gateway's connection pool."""
+    return gateways.get(extraction={"mode": "raw"}, models=models(gateways, resetting))
+
+
+@pytest.fixture
+def pooled(gateways: Gateways, resetting: dict[str, ResettingUpstream]) -> MnemoThread:
+    """A Mnemo of the test's own: what its connection pool holds is what the test did."""
+    return gateways.get(fresh=True, extraction={"mode": "raw"}, models=models(gateways, resetting))
 
 
 def services_of(mnemo: MnemoThread) -> Any:
@@ -135,30 +139,16 @@ def test_an_upstream_that_resets_the_connection_is_a_502_and_nothing_is_recorded
     mnemo: MnemoThread, resetting: dict[str, ResettingUpstream], stream: bool
 ) -> None:
     user = f"reset-{uuid.uuid4().hex[:8]}"
+    errors, connections = metric(mnemo, "mnemo_chat_errors_total", status="502"), resetting["reset"].connections
     response = post(mnemo, user, "reset", stream)
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert set(error) == ERROR_KEYS and error["message"]
-    assert resetting["reset"].connections >= 1
+    assert resetting["reset"].connections >= connections + 1
     assert metric(mnemo, "mnemo_exchanges_enqueued_total") == 0
-    assert metric(mnemo, "mnemo_chat_errors_total", status="502") == 1
+    assert metric(mnemo, "mnemo_chat_errors_total", status="502") == errors + 1
     drain(mnemo)
     assert stored(mnemo, user) == 0
-
-
-def test_a_kept_alive_connection_the_upstream_closed_is_dropped_before_the_next_chat_uses_it(
-    mnemo: MnemoThread, resetting: dict[str, ResettingUpstream]
-) -> None:
-    # httpcore asks each idle connection whether it is readable before reusing it (the gateway's
-    # streams answer that themselves: gateway/upstream_transport.py); a closed one is.
-    user = f"closing-{uuid.uuid4().hex[:8]}"
-    assert post(mnemo, user, "closing", stream=False).status_code == 200
-    wait_until(lambda: all(c.is_idle() for c in pool_connections(mnemo)), timeout=5)
-    time.sleep(0.2)  # the upstream's FIN reaches the gateway's socket
-    second = post(mnemo, user, "closing", stream=False)
-    assert second.status_code == 200, second.text
-    assert second.json()["choices"][0]["message"]["content"] == "ok"
-    assert resetting["closing"].connections == 2
 
 
 def test_a_stream_reset_after_its_first_event_ends_with_an_error_event_and_records_nothing(
@@ -173,6 +163,21 @@ def test_a_stream_reset_after_its_first_event_ends_with_an_error_event_and_recor
     assert metric(mnemo, "mnemo_exchanges_enqueued_total") == 0
     drain(mnemo)
     assert stored(mnemo, user) == 0
+
+
+def test_a_kept_alive_connection_the_upstream_closed_is_dropped_before_the_next_chat_uses_it(
+    pooled: MnemoThread, resetting: dict[str, ResettingUpstream]
+) -> None:
+    # httpcore asks each idle connection whether it is readable before reusing it (the gateway's
+    # streams answer that themselves: gateway/upstream_transport.py); a closed one is.
+    mnemo, user, connections = pooled, f"closing-{uuid.uuid4().hex[:8]}", resetting["closing"].connections
+    assert post(mnemo, user, "closing", stream=False).status_code == 200
+    wait_until(lambda: all(c.is_idle() for c in pool_connections(mnemo)), timeout=5)
+    time.sleep(0.2)  # the upstream's FIN reaches the gateway's socket
+    second = post(mnemo, user, "closing", stream=False)
+    assert second.status_code == 200, second.text
+    assert second.json()["choices"][0]["message"]["content"] == "ok"
+    assert resetting["closing"].connections == connections + 2
 
 
 async def leave_streams(mnemo: MnemoThread, user: str, clients: int) -> None:
@@ -191,12 +196,13 @@ async def leave_streams(mnemo: MnemoThread, user: str, clients: int) -> None:
 
 
 def test_clients_that_leave_mid_stream_leave_no_upstream_connection_behind(
-    mnemo: MnemoThread, upstream: ScriptedUpstream
+    pooled: MnemoThread, upstream: ScriptedUpstream
 ) -> None:
-    upstream.chunks, upstream.chunk_delay_s = 20, 0.1
-    user = f"leaver-{uuid.uuid4().hex[:8]}"
+    upstream.chunks, upstream.hold_at_chunk = 20, 1  # every stream is still open when its client leaves
+    mnemo, user, before = pooled, f"leaver-{uuid.uuid4().hex[:8]}", counts(pooled)
     asyncio.run(leave_streams(mnemo, user, clients=8))
     wait_until(lambda: upstream.open_streams == 0, timeout=10)
+    wait_until_done_with(mnemo, before, requests=8)
     # A response abandoned mid-body cannot be reused: its connection must be closed, not pooled.
     wait_until(lambda: pool_connections(mnemo) == [], timeout=10)
     assert metric(mnemo, "mnemo_exchanges_enqueued_total") == 0
@@ -205,9 +211,9 @@ def test_clients_that_leave_mid_stream_leave_no_upstream_connection_behind(
 
 
 def test_completed_streams_return_their_connections_to_the_pool_idle(
-    mnemo: MnemoThread, upstream: ScriptedUpstream
+    pooled: MnemoThread, upstream: ScriptedUpstream
 ) -> None:
-    user = f"stayer-{uuid.uuid4().hex[:8]}"
+    mnemo, user = pooled, f"stayer-{uuid.uuid4().hex[:8]}"
     for _ in range(3):
         assert post(mnemo, user, "gpt-test", stream=True).text.rstrip().endswith("data: [DONE]")
     connections = pool_connections(mnemo)

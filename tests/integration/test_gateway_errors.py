@@ -17,6 +17,7 @@ import redis as redis_sync
 from tests.support.probes import (
     Gateways,
     assert_no_trace,
+    counts,
     extraction_calls,
     metric,
     new_user,
@@ -165,36 +166,36 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event_and_records_nothing(
 ) -> None:
     upstream.chunks = 6
     upstream.failures.append(Failure(cut_after_chunks=2))
-    user = new_user()
+    user, before = new_user(), counts(mnemo)
     request_id, received, error = read_stream(mnemo, user)
     assert 1 <= len(received) <= 2 and "".join(received) != "Echo: I live in Lisbon and I love sardines"
     assert error is not None and isinstance(error.body, dict)
     assert error.body["type"] == "upstream_error" and error.body["code"] == "upstream_unreachable"
-    assert_no_trace(mnemo, upstream, redis_client, user, enqueued_before=0, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, user, before=before, request_id=request_id)
     assert upstream.open_streams == 0
 
 
 def test_a_stream_that_stalls_past_the_timeout_ends_with_an_error_event_and_records_nothing(
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
-    upstream.chunks, upstream.chunk_delay_s = 3, UPSTREAM_TIMEOUT_S * 2.5
-    user = new_user()
+    upstream.chunks, upstream.hold_at_chunk = 3, 1  # the second chunk never comes
+    user, before = new_user(), counts(mnemo)
     request_id, received, error = read_stream(mnemo, user)
     assert len(received) == 1
     assert error is not None and isinstance(error.body, dict) and error.body["code"] == "upstream_timeout"
-    assert_no_trace(mnemo, upstream, redis_client, user, enqueued_before=0, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, user, before=before, request_id=request_id)
 
 
 def test_a_malformed_stream_ends_with_an_error_event_and_records_nothing(
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
     upstream.failures.append(Failure(malformed=True))
-    user = new_user()
+    user, before = new_user(), counts(mnemo)
     request_id, received, error = read_stream(mnemo, user)
     assert "".join(received) != "Echo: I live in Lisbon and I love sardines"
     assert error is not None and isinstance(error.body, dict)
     assert error.body["type"] == "upstream_error" and error.body["code"] == "bad_stream"
-    assert_no_trace(mnemo, upstream, redis_client, user, enqueued_before=0, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, user, before=before, request_id=request_id)
 
 
 def test_the_raw_sse_of_a_malformed_stream_never_carries_the_bad_line(

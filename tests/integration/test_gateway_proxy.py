@@ -18,6 +18,7 @@ from tests.support.probes import (
     Gateways,
     assert_no_trace,
     async_client,
+    counts,
     enqueued,
     new_user,
     stored_texts,
@@ -130,7 +131,7 @@ def test_without_a_user_id_the_request_is_proxied_with_memory_off(
     someone = new_user()
     seed_memory(mnemo, someone, "I live in Austin")
     upstream.requests.clear()
-    before = enqueued(mnemo)
+    before = counts(mnemo)
     raw = sync_client(mnemo).chat.completions.with_raw_response.create(
         model="gpt-test", messages=user_message("I live in Austin and I love jazz")
     )
@@ -138,7 +139,7 @@ def test_without_a_user_id_the_request_is_proxied_with_memory_off(
     assert raw.headers["x-mnemo-memories"] == "0" and raw.headers["x-mnemo-memory-ids"] == ""
     assert chat_requests(upstream)[0]["messages"] == user_message("I live in Austin and I love jazz")
     request_id = raw.headers["x-mnemo-request-id"]
-    assert_no_trace(mnemo, upstream, redis_client, new_user(), enqueued_before=before, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, new_user(), before=before, request_id=request_id)
     assert stored_texts(mnemo, someone) == ["I live in Austin"]
 
 

@@ -5,7 +5,6 @@ records nothing, and a stream read to the end is recorded."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from tests.support.probes import (
     LITELLM_READONLY_WARNING,
     Gateways,
     assert_no_trace,
-    enqueued,
+    counts,
     new_user,
     recorded_exchange,
     user_message,
@@ -54,49 +53,50 @@ def content_of(line: str) -> str | None:
 def test_chunks_reach_the_client_while_the_upstream_is_still_generating(
     mnemo: MnemoThread, upstream: ScriptedUpstream
 ) -> None:
-    upstream.chunks, upstream.chunk_delay_s = 4, 0.3
-    arrivals: list[tuple[float, str]] = []
+    # The upstream sends its first chunk, then holds the rest until the client has read that one:
+    # a gateway that buffered the stream would deliver nothing (and the read would time out).
+    upstream.chunks, upstream.hold_at_chunk = 4, 1
     with httpx.Client(timeout=10) as client, stream_request(mnemo, client, new_user(), "I sing in a choir") as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
-        for line in reply.iter_lines():
-            if line:
-                arrivals.append((time.monotonic(), line))
-    contents = [(at, text) for at, line in arrivals if (text := content_of(line)) is not None]
-    assert "".join(text for _, text in contents) == "Echo: I sing in a choir"
-    assert len(contents) == 4 and arrivals[-1][1] == "data: [DONE]"
-    first_chunk_at, done_at = contents[0][0], arrivals[-1][0]
-    # The upstream spends ~1.2 s on the four chunks; a buffering gateway would deliver them all at the end.
-    assert done_at - first_chunk_at >= 0.6
+        lines = reply.iter_lines()
+        first = next(text for line in lines if (text := content_of(line)) is not None)
+        assert upstream.open_streams == 1
+        upstream.release.set()
+        rest = [line for line in lines if line]
+    contents = [first, *(text for line in rest if (text := content_of(line)) is not None)]
+    assert "".join(contents) == "Echo: I sing in a choir"
+    assert len(contents) == 4 and rest[-1] == "data: [DONE]"
 
 
 def test_a_client_that_disconnects_mid_stream_closes_the_upstream_and_records_nothing(
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
-    upstream.chunks, upstream.chunk_delay_s = 4, 0.3
-    user, before = new_user(), enqueued(mnemo)
+    upstream.chunks, upstream.hold_at_chunk = 4, 1  # the rest of the reply never comes
+    user, before = new_user(), counts(mnemo)
     with httpx.Client(timeout=10) as client:
         with stream_request(mnemo, client, user, "I live in Porto and I surf") as reply:
             request_id = reply.headers["x-mnemo-request-id"]
-            first = next(line for line in reply.iter_lines() if content_of(line))
+            lines = reply.iter_lines()  # held: a dropped line iterator closes the connection at once
+            first = next(line for line in lines if content_of(line))
             assert upstream.open_streams == 1
         # Leaving the block closes the response: the connection goes away mid-body.
     assert content_of(first) is not None
     wait_until(lambda: upstream.open_streams == 0, timeout=5)
-    assert_no_trace(mnemo, upstream, redis_client, user, enqueued_before=before, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, user, before=before, request_id=request_id)
 
 
 def test_a_client_that_disconnects_before_the_first_chunk_records_nothing(
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
-    upstream.first_chunk_delay_s = 0.5
-    user, before = new_user(), enqueued(mnemo)
+    upstream.hold_at_chunk = 0  # the upstream sends nothing until the client has gone
+    user, before = new_user(), counts(mnemo)
     with httpx.Client(timeout=10) as client:
         with stream_request(mnemo, client, user, "I live in Porto") as reply:
             request_id = reply.headers["x-mnemo-request-id"]
             wait_until(lambda: upstream.open_streams == 1, timeout=5)
     wait_until(lambda: upstream.open_streams == 0, timeout=5)
-    assert_no_trace(mnemo, upstream, redis_client, user, enqueued_before=before, request_id=request_id)
+    assert_no_trace(mnemo, upstream, redis_client, user, before=before, request_id=request_id)
 
 
 def test_a_stream_read_to_the_end_is_recorded_with_the_whole_reply(

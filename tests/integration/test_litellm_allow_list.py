@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mnemo.llm import import_litellm
-from tests.support.probes import LITELLM_READONLY_WARNING, SETTLE_S, Gateways, new_user, wait_for_texts
+from tests.conftest import wait_until
+from tests.support.probes import LITELLM_READONLY_WARNING, Gateways, new_user, wait_for_texts
 from tests.support.servers import MnemoThread, ServerThread
 from tests.support.upstream import ScriptedUpstream
 
@@ -511,5 +511,21 @@ def test_an_exchange_cannot_steer_the_extraction_call(
         }  # fmt: skip
         assert call["api_base"] == upstream_url and call["api_key"] == OPERATOR_KEY
         assert call["model"] == "hosted_vllm/scripted"
-    time.sleep(SETTLE_S)  # litellm's loggers run after the call: none of them may call out either
+    litellm_logging_done(mnemo)  # litellm's loggers run after the call: none of them may call out either
     assert recorder.requests == []
+
+
+def litellm_logging_done(mnemo: MnemoThread) -> None:
+    """Wait until litellm's logging of the calls made so far has run: the tasks that hand it to
+    its logging worker, that worker's queue (both on the Mnemo's loop), and its thread pool for
+    synchronous callbacks (every task slot free again)."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    from litellm.litellm_core_utils.thread_pool_executor import executor
+    from litellm.responses.streaming_iterator import drain_logging_tasks
+
+    async def flushed(_: object) -> None:
+        await drain_logging_tasks()
+        await GLOBAL_LOGGING_WORKER.flush()
+
+    mnemo.call(flushed)
+    wait_until(lambda: executor._pending_slots._value == executor._max_pending_tasks)

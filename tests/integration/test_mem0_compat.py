@@ -80,6 +80,11 @@ def test_the_mem0_sdk_round_trips_every_method_against_mnemo_scoped_to_its_tenan
     )
     assert out["add_agent"]["results"][0]["agent_id"] == "barista"
     assert out["add_infer"]["status"] == "PENDING" and out["add_infer"]["event_id"]
+    # users(): the tenant's users, shown without the tenant's prefix (the queued exchange is not stored yet).
+    assert [(u["name"], u["type"], u["total_memories"]) for u in out["users"]["results"]] == [
+        (user, "user", 2),
+        (other, "user", 1),
+    ]
     assert texts(out["get_all"]) == ["I like green tea", "I live in Austin"] and out["get_all"]["count"] == 2
     assert texts(out["get_all_agent"]) == ["I like green tea"]
     paged = out["get_all_paged"]

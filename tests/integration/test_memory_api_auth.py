@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis as redis_sync
 
-from mnemo.config import Settings
 from mnemo.models import Scope
 from tests.conftest import wait_until
-from tests.support.probes import EAGER_MEMORY, drain
+from tests.support.probes import EAGER_MEMORY, Gateways, drain, new_user
 from tests.support.servers import MnemoThread
 
 ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key-0123456789abcdef", "globex-key-0123456789abcdef", "admin-key-0123456789abc"
@@ -28,13 +26,11 @@ AUTH = {
 
 
 @pytest.fixture
-def mnemo(make_settings: Callable[..., Settings], upstream_url: str) -> Iterator[MnemoThread]:
+def mnemo(gateways: Gateways) -> MnemoThread:
+    """One Mnemo for the module; every test has its own users."""
     # No key on the model route: the client's Authorization goes to the upstream (pass-through).
-    models = [{"name": "*", "provider": "openai", "base_url": upstream_url}]
-    running = MnemoThread(make_settings(extraction="raw", auth=AUTH, memory=EAGER_MEMORY, models=models)).start()
-    yield running
-    drain(running)
-    running.stop()
+    models = [{"name": "*", "provider": "openai", "base_url": gateways.upstream_url}]
+    return gateways.get(extraction={"mode": "raw"}, auth=AUTH, memory=EAGER_MEMORY, models=models)
 
 
 def client(mnemo: MnemoThread, key: str | None, **headers: str) -> httpx.Client:
@@ -59,7 +55,7 @@ def chat(api: httpx.Client, user: str, text: str, **headers: str) -> httpx.Respo
 def test_keys_are_required_checked_and_a_missing_or_wrong_one_is_an_openai_shaped_401(mnemo: MnemoThread) -> None:
     with httpx.Client(base_url=mnemo.url, timeout=30) as anonymous:
         for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"X-Mnemo-Api-Key": "nope"}):
-            response = anonymous.get("/v1/memories", params={"user_id": "alice"}, headers=headers)
+            response = anonymous.get("/v1/memories", params={"user_id": new_user()}, headers=headers)
             assert response.status_code == 401, response.text
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
         assert (
@@ -76,20 +72,22 @@ def test_keys_are_required_checked_and_a_missing_or_wrong_one_is_an_openai_shape
 def test_chat_takes_its_tenant_from_the_key_and_passes_authorization_to_the_upstream(
     mnemo: MnemoThread, upstream: Any
 ) -> None:
+    alice = new_user("alice")
     with client(mnemo, ACME_KEY, Authorization="Bearer sk-client") as acme, client(mnemo, GLOBEX_KEY) as globex:
-        chat(acme, "alice", "I live in Austin", **{"X-Mnemo-Tenant": "globex"})  # the header is ignored
+        chat(acme, alice, "I live in Austin", **{"X-Mnemo-Tenant": "globex"})  # the header is ignored
         sent = upstream.of_task("chat")[-1].headers
         assert sent["authorization"] == "Bearer sk-client" and "x-mnemo-api-key" not in sent
-        wait_until(lambda: mnemo.call(lambda core: core.store.list(Scope(user_id="acme/alice"))))
-        listed = acme.get("/v1/memories", params={"user_id": "alice"}).json()["data"]
-        assert [(m["text"], m["user_id"]) for m in listed] == [("I live in Austin", "alice")]
-        assert globex.get("/v1/memories", params={"user_id": "alice"}).json()["data"] == []
-        assert chat(globex, "alice", "Where do I live?").headers["x-mnemo-memories"] == "0"
+        wait_until(lambda: mnemo.call(lambda core: core.store.list(Scope(user_id=f"acme/{alice}"))))
+        listed = acme.get("/v1/memories", params={"user_id": alice}).json()["data"]
+        assert [(m["text"], m["user_id"]) for m in listed] == [("I live in Austin", alice)]
+        assert globex.get("/v1/memories", params={"user_id": alice}).json()["data"] == []
+        assert chat(globex, alice, "Where do I live?").headers["x-mnemo-memories"] == "0"
 
 
 def test_another_tenants_memory_is_a_404_and_the_admin_sees_every_tenant(mnemo: MnemoThread) -> None:
+    alice = new_user("alice")
     with client(mnemo, ACME_KEY) as acme, client(mnemo, GLOBEX_KEY) as globex, client(mnemo, ADMIN_KEY) as admin:
-        (memory,) = add(acme, "alice", "I live in Austin")
+        (memory,) = add(acme, alice, "I live in Austin")
         path = f"/v1/memories/{memory['id']}"
         unknown = globex.get("/v1/memories/mem_unknown").json()
         for response in (
@@ -101,19 +99,20 @@ def test_another_tenants_memory_is_a_404_and_the_admin_sees_every_tenant(mnemo: 
         ):
             assert response.status_code == 404, response.text
             assert response.json()["error"]["code"] == unknown["error"]["code"] == "memory_not_found"
-        assert admin.get(path).json()["user_id"] == "acme/alice"
-        scoped = admin.get("/v1/memories", params={"user_id": "alice"}, headers={"X-Mnemo-Tenant": "acme"})
-        assert [m["user_id"] for m in scoped.json()["data"]] == ["alice"]
+        assert admin.get(path).json()["user_id"] == f"acme/{alice}"
+        scoped = admin.get("/v1/memories", params={"user_id": alice}, headers={"X-Mnemo-Tenant": "acme"})
+        assert [m["user_id"] for m in scoped.json()["data"]] == [alice]
         assert acme.get(path).json()["text"] == "I live in Austin"
 
 
 def test_a_request_id_shows_what_was_injected_into_it_and_what_it_created(mnemo: MnemoThread) -> None:
+    alice = new_user("alice")
     with client(mnemo, ACME_KEY) as acme, client(mnemo, GLOBEX_KEY) as globex:
-        first = chat(acme, "alice", "I live in Austin").headers["x-mnemo-request-id"]
+        first = chat(acme, alice, "I live in Austin").headers["x-mnemo-request-id"]
         wait_until(lambda: acme.get(f"/v1/requests/{first}").json().get("created"))
         created = acme.get(f"/v1/requests/{first}").json()
-        assert [m["text"] for m in created["created"]] == ["I live in Austin"] and created["user_id"] == "alice"
-        second = chat(acme, "alice", "Where do I live?", **{"X-Mnemo-Memory": "read"})
+        assert [m["text"] for m in created["created"]] == ["I live in Austin"] and created["user_id"] == alice
+        second = chat(acme, alice, "Where do I live?", **{"X-Mnemo-Memory": "read"})
         assert second.headers["x-mnemo-memory-ids"] == created["created"][0]["id"]
         rid = second.headers["x-mnemo-request-id"]
         wait_until(lambda: acme.get(f"/v1/requests/{rid}").status_code == 200)
@@ -196,9 +195,6 @@ def test_erasing_a_user_leaves_nothing_in_any_endpoint_the_store_or_redis_and_sp
         assert all(acme.get(f"/v1/requests/{r}").status_code == 200 for r in bob_requests)
 
 
-USERS = ("alice", "bob", "carol")
-
-
 class IsolationModel:
     """What the randomized sequence created: memory id → (tenant, user)."""
 
@@ -211,9 +207,9 @@ class IsolationModel:
             assert user is None or (memory["user_id"] == user == self.owner[memory["id"]][1]), (user, memory)
 
 
-def random_op(rng: random.Random, apis: dict[str, httpx.Client], model: IsolationModel) -> None:
+def random_op(rng: random.Random, apis: dict[str, httpx.Client], model: IsolationModel, users: tuple[str, ...]) -> None:
     tenant = rng.choice(sorted(apis))
-    api, user = apis[tenant], rng.choice(USERS)
+    api, user = apis[tenant], rng.choice(users)
     op = rng.choice(["add", "add", "list", "search", "get", "patch", "delete", "export", "history", "events"])
     known = sorted(model.owner)
     if op == "add" or not known:
@@ -253,8 +249,9 @@ def test_a_randomized_sequence_across_two_tenants_never_shows_a_memory_outside_t
     mnemo: MnemoThread,
 ) -> None:
     rng, model = random.Random(20261125), IsolationModel()
+    users = (new_user("alice"), new_user("bob"), new_user("carol"))  # the same three in both tenants
     with client(mnemo, ACME_KEY) as acme, client(mnemo, GLOBEX_KEY) as globex:
         apis = {"acme": acme, "globex": globex}
         for _ in range(200):
-            random_op(rng, apis, model)
+            random_op(rng, apis, model, users)
     assert {tenant for tenant, _ in model.owner.values()} == {"acme", "globex"}

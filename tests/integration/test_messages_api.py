@@ -17,7 +17,7 @@ from tests.support.probes import (
     EAGER_MEMORY,
     Gateways,
     assert_no_trace,
-    enqueued,
+    counts,
     headers_for,
     new_user,
     recorded_exchange,
@@ -216,7 +216,7 @@ def test_a_stream_cut_by_the_upstream_ends_with_an_anthropic_error_event_and_rec
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
     uma = new_user("uma")
-    before = enqueued(mnemo)
+    before = counts(mnemo)
     upstream.failures.append(Failure(cut_after_chunks=5))
     body = {
         "model": "claude-test",
@@ -236,7 +236,7 @@ def test_a_stream_cut_by_the_upstream_ends_with_an_anthropic_error_event_and_rec
             model="claude-test", max_tokens=9, messages=[{"role": "user", "content": "I am tall"}]
         ) as stream:
             stream.get_final_message()
-    assert_no_trace(mnemo, upstream, redis_client, uma, enqueued_before=before)
+    assert_no_trace(mnemo, upstream, redis_client, uma, before=before, requests=2)
 
 
 def test_an_unknown_model_is_a_404_in_anthropics_shape(gateways: Gateways, upstream: ScriptedUpstream) -> None:

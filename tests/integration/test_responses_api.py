@@ -15,7 +15,7 @@ from tests.support.probes import (
     EAGER_MEMORY,
     Gateways,
     assert_no_trace,
-    enqueued,
+    counts,
     new_user,
     recorded_exchange,
     sync_client,
@@ -129,14 +129,14 @@ def test_a_response_stream_cut_by_the_upstream_and_an_upstream_error_record_noth
     mnemo: MnemoThread, upstream: ScriptedUpstream, redis_client: redis_sync.Redis
 ) -> None:
     lu = new_user("lu")
-    before = enqueued(mnemo)
+    before = counts(mnemo)
     upstream.failures.append(Failure(cut_after_chunks=5))
     with pytest.raises(openai.APIError):
         list(sync_client(mnemo, lu).responses.create(model="gpt-test", input="I hate olives", stream=True))
     upstream.failures.append(Failure(status=429))
     with pytest.raises(openai.RateLimitError, match="scripted 429"):
         sync_client(mnemo, lu).responses.create(model="gpt-test", input="I hate olives")
-    assert_no_trace(mnemo, upstream, redis_client, lu, enqueued_before=before)
+    assert_no_trace(mnemo, upstream, redis_client, lu, before=before, requests=2)
 
 
 def test_a_route_served_through_litellm_answers_400_naming_its_provider(

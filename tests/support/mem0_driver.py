@@ -31,6 +31,7 @@ def run(host: str, api_key: str, user: str, other: str) -> dict[str, Any]:
     out["add_agent"] = client.add("I like green tea", user_id=user, agent_id="barista", infer=False)
     out["add_other"] = client.add("I live in Oslo", user_id=other, infer=False)
     out["add_infer"] = client.add("My dog is called Rex", user_id=other)
+    out["users"] = client.users()
     out["get_all"] = client.get_all(filters={"user_id": user})
     out["get_all_agent"] = client.get_all(filters={"AND": [{"user_id": user}, {"agent_id": "barista"}]})
     out["get_all_paged"] = client.get_all(filters={"user_id": user}, page=1, page_size=1)

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,6 @@ def _decode_and_note(payload: str | dict[str, Any]) -> Exchange:
 
 workers.drain.decode_exchange = _decode_and_note  # type: ignore[assignment]  # a spy with its signature
 
-# Long enough for the worker to pick up a job (it polls every 50 ms) had one been enqueued.
-SETTLE_S = 0.4
-
 
 def new_user(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -75,25 +73,35 @@ class Gateways:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def get(self, *, fresh: bool = False, store: str = "edge", **sections: Any) -> MnemoThread:
-        """A Mnemo with these settings (as ``make_settings`` takes them); ``fresh`` for one the
-        test may break, which is never handed out again."""
-        key = None if fresh else json.dumps([store, sections], sort_keys=True)
+    def get(
+        self,
+        *,
+        fresh: bool = False,
+        store: str = "edge",
+        store_options: dict[str, Any] | None = None,
+        worker: bool = True,
+        **sections: Any,
+    ) -> MnemoThread:
+        """A Mnemo with these settings (as ``make_settings`` takes them; ``store`` is the kind,
+        ``store_options`` the rest of that section); ``fresh`` for one the test may break, which
+        is never handed out again; ``worker=False`` for one whose jobs stay queued."""
+        store_section = {"kind": store, **(store_options or {})}
+        key = None if fresh else json.dumps([store_section, worker, sections], sort_keys=True)
         if self._running is None or key is None or self._running[0] != key:
             self.stop()
-            self._running = (key, MnemoThread(self.settings(store, sections)).start())
+            self._running = (key, MnemoThread(self.settings(store_section, sections), worker=worker).start())
         mnemo = self._running[1]
         drain(mnemo)
         self.upstream.requests.clear()
         return mnemo
 
-    def settings(self, store: str, sections: dict[str, Any]) -> Settings:
+    def settings(self, store: dict[str, Any], sections: dict[str, Any]) -> Settings:
         data_dir = self.data_root / uuid.uuid4().hex[:8]
         raw: dict[str, Any] = {
             "data_dir": str(data_dir / "data"),
             "server": {"port": free_port()},
             "models": [{"name": "*", "provider": "openai", "base_url": self.upstream_url, "api_key": "sk-test"}],
-            "store": {"kind": store} if store == "edge" else {"kind": store, "path": str(data_dir / "qdrant")},
+            "store": store if store["kind"] == "edge" else {"path": str(data_dir / "qdrant"), **store},
             "redis": {"url": REDIS_URL, "queue_name": f"mnemo:test:{uuid.uuid4().hex}"},
             "extraction": {"mode": "llm", "model": "openai/scripted", "base_url": self.upstream_url, "api_key": "k"},
             "worker": {"retry_base_delay_s": 0.05},
@@ -204,18 +212,40 @@ def enqueued(mnemo: MnemoThread) -> float:
     return metric(mnemo, "mnemo_exchanges_enqueued_total")
 
 
+@dataclass(frozen=True)
+class Counts:
+    """A Mnemo's exchanges enqueued and chats done with, read before a test's requests."""
+
+    enqueued: float
+    lifecycles: float
+
+
+def counts(mnemo: MnemoThread) -> Counts:
+    return Counts(enqueued(mnemo), metric(mnemo, "mnemo_chat_lifecycles_total"))
+
+
+def wait_until_done_with(mnemo: MnemoThread, before: Counts, requests: int = 1) -> None:
+    """Wait until the gateway is done with ``requests`` chats sent since ``before``: each one's
+    record step ran or was skipped (mnemo_chat_lifecycles_total, counted after it), so nothing
+    more of them can be enqueued. Not a pause: a check made now cannot be made too early."""
+    wait_until(lambda: metric(mnemo, "mnemo_chat_lifecycles_total") >= before.lifecycles + requests)
+
+
 def assert_no_trace(
     mnemo: MnemoThread,
     upstream: ScriptedUpstream,
     redis_client: redis_sync.Redis,
     user: str,
     *,
-    enqueued_before: float,
+    before: Counts,
     request_id: str | None = None,
+    requests: int = 1,
 ) -> None:
-    """Nothing of the user's request was enqueued, extracted or stored (after a short settle)."""
-    time.sleep(SETTLE_S)
-    assert enqueued(mnemo) == enqueued_before
+    """Nothing of the user's ``requests`` chats (sent since ``before``) was enqueued, extracted or
+    stored, looked at once the gateway is done with them. Nothing enqueued means nothing for a
+    worker to extract or store later either."""
+    wait_until_done_with(mnemo, before, requests)
+    assert enqueued(mnemo) == before.enqueued
     assert redis_client.zcard(mnemo.settings.redis.queue_name) == 0
     if request_id is not None:
         queue = mnemo.settings.redis.queue_name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,10 @@ class ScriptedUpstream:
     chunks: int = 4
     chunk_delay_s: float = 0.0
     first_chunk_delay_s: float = 0.0
+    # Streams stop before this chunk (0: before the first) until ``release`` is set: a test can
+    # see what the gateway relays while the upstream is provably still generating.
+    hold_at_chunk: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     decide: Decide = keep_new
     extract: Callable[[str], list[str]] = clause_facts
     requests: list[Recorded] = field(default_factory=list)
@@ -110,6 +115,9 @@ class ScriptedUpstream:
         self.json_in_flight = self.json_peak = 0
         self.set_cookie = None
         self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
+        self.hold_at_chunk = None
+        self.release.set()  # a stream still held by the last test ends
+        self.release = threading.Event()
         self.response_ids.clear()
 
     def of_task(self, task: str) -> list[Recorded]:
@@ -213,7 +221,10 @@ class ScriptedUpstream:
         try:
             if self.first_chunk_delay_s:
                 await asyncio.sleep(self.first_chunk_delay_s)
+            hold, gate = self.hold_at_chunk, self.release
             for index, event in enumerate(events):
+                if index == hold:
+                    await held(gate)
                 if failure and failure.cut_after_chunks is not None and index == failure.cut_after_chunks:
                     raise ConnectionResetError("scripted cut")
                 if failure and failure.malformed and index == 1:
@@ -251,7 +262,10 @@ class ScriptedUpstream:
             if self.first_chunk_delay_s:
                 await asyncio.sleep(self.first_chunk_delay_s)
             pieces = split(text, self.chunks)
+            hold, gate = self.hold_at_chunk, self.release
             for index, piece in enumerate(pieces):
+                if index == hold:
+                    await held(gate)
                 if failure and failure.cut_after_chunks is not None and index == failure.cut_after_chunks:
                     raise ConnectionResetError("scripted cut")  # uvicorn drops the connection mid-body
                 if failure and failure.malformed and index == 1:
@@ -265,6 +279,13 @@ class ScriptedUpstream:
             yield b"data: [DONE]\n\n"
         finally:
             self.open_streams -= 1
+
+
+async def held(gate: threading.Event) -> None:
+    """Until a test sets ``gate`` (the upstream runs on its own thread): or until the gateway
+    goes away, which cancels the stream."""
+    while not gate.is_set():  # noqa: ASYNC110  # set from the test's thread, not this loop
+        await asyncio.sleep(0.01)
 
 
 async def tool_call_stream(body: dict[str, Any], parts: int) -> AsyncIterator[bytes]:

@@ -1,4 +1,4 @@
-"""The README's configuration reference is generated from the settings model: it must equal the
+"""docs/configuration.md's reference is generated from the settings model: it must equal the
 output of scripts/config_reference.py (run it with --write after changing mnemo/config.py)."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ def rendered() -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-def test_the_readme_reference_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split(START, 1)[1].split(END, 1)[0]
-    assert block == "\n" + rendered(), "README config reference is stale: run scripts/config_reference.py --write"
+def test_the_documented_reference_is_the_generated_one() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    block = page.split(START, 1)[1].split(END, 1)[0]
+    assert block == "\n" + rendered(), "docs/configuration.md is stale: run scripts/config_reference.py --write"
 
 
 def test_every_section_and_field_is_in_the_reference() -> None:

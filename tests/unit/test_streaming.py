@@ -267,6 +267,31 @@ async def test_relay_does_not_record_when_the_consumer_stops_after_the_last_chun
     assert record.calls == []
 
 
+@pytest.mark.parametrize("case", ["read-to-the-end", "stopped-early", "failed"])
+async def test_relay_ends_once_after_its_record_step_whether_it_recorded_a_stream_stopped_or_failed(case: str) -> None:
+    """``on_end`` (the gateway's chat-lifecycle count, the signal tests wait for before checking
+    that nothing was recorded) comes last: after the record step, or after deciding to skip it."""
+    failure = GatewayError(502, "cut", type="upstream_error", code="upstream_unreachable")
+    if case == "failed":
+        upstream = FakeUpstream([sse(chunk("hi"))], error=failure)
+    else:
+        upstream = FakeUpstream(split(REALISTIC_STREAM, 20))
+    events: list[str] = []
+
+    async def record(text: str) -> None:
+        events.append("record")
+
+    relay = StreamRelay(upstream, record, on_end=lambda: events.append("end"))
+    iterator = cast(AsyncGenerator[bytes, None], relay.__aiter__())
+    await iterator.__anext__()
+    if case == "stopped-early":
+        await iterator.aclose()
+    else:
+        _ = [piece async for piece in iterator]
+    assert relay.delivered is (case == "read-to-the-end")
+    assert events == (["record", "end"] if relay.delivered else ["end"])
+
+
 def test_error_event_is_one_sse_data_event_with_the_openai_error_body() -> None:
     event = error_event(GatewayError(502, "boom", type="upstream_error", param="x", code="c"))
     assert event == b'data: {"error": {"message": "boom", "type": "upstream_error", "param": "x", "code": "c"}}\n\n'
