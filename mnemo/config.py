@@ -176,6 +176,12 @@ class MemorySettings(_Section):
     recency_half_life_days: float | None = Field(
         default=None, gt=0, description="When set, older memories score lower: a memory this many days old counts half."
     )
+    speaker_boost: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="When a query names exactly one speaker of the memories found (metadata.speaker, e.g. imported "
+        "conversations), their distance to a perfect score shrinks by 1 + this, then results are re-ranked; 0 is off.",
+    )
 
 
 class EmbedderSettings(_Section):
@@ -270,6 +276,11 @@ class ExtractionSettings(_Section):
         ge=1,
         le=50,
         description="Existing memories shown to the LLM when deciding ADD/UPDATE/DELETE for new facts.",
+    )
+    raw_filter: Literal["statements", "all"] = Field(
+        default="statements",
+        description="Raw mode: 'statements' stores only user messages that state something (not questions, "
+        "greetings or thanks; mnemo/raw_filter.py); 'all' stores every new user message.",
     )
 
     @property

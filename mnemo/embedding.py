@@ -55,7 +55,7 @@ BACKGROUND_NICE = 10
 # the first layer's feed-forward output. An error there runs through all six layers, so it is the
 # one that costs the most fidelity; measured on 400 LOCOMO turns, against the float32 graph:
 # cosine mean 0.9937 / min 0.986 instead of 0.9919 / 0.982, for 0.4 ms more a turn (3.75 -> 4.15
-# ms). Every layer's would reach 0.996 for 2.2 ms more, with the same LOCOMO recall (bench/README.md).
+# ms). Every layer's would reach 0.996 for 2.2 ms more, with the same LOCOMO recall (bench/results/notes.md).
 STORED_FLOAT_PRODUCTS = frozenset({"layer0_output"})
 
 

@@ -23,6 +23,8 @@ from mnemo.extraction import Decision, Extractor, LLMUsage, answered_message, ne
 from mnemo.job_metrics import record_skipped
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
+from mnemo.raw_filter import RawFilter
+from mnemo.raw_filter import keep as keep_raw
 from mnemo.retention import RetentionPolicy
 from mnemo.store import MemoryStore
 from mnemo.store.keywords import context_line
@@ -62,10 +64,12 @@ class MemoryWriter:
         redis: Any = None,
         queue_name: str = "",
         retention: RetentionPolicy | None = None,
+        raw_filter: RawFilter = "statements",
     ) -> None:
         """``redis`` (the worker's) holds the per-user write quota and the skip counters of
         ``queue_name``'s metrics; without it (unit tests) there is no per-user quota. ``retention``
-        stamps each new memory's expiry (none without it, unless the exchange asks for one)."""
+        stamps each new memory's expiry (none without it, unless the exchange asks for one).
+        ``raw_filter`` picks the raw-mode messages worth a memory (mnemo.raw_filter)."""
         self.store = store
         self.embedder = embedder
         self.extractor = extractor
@@ -76,6 +80,7 @@ class MemoryWriter:
         self.queue_name = queue_name
         self.quota = WriteQuota(redis, self.limits.memories_per_user_per_minute) if redis is not None else None
         self.retention = retention or RetentionPolicy()
+        self.raw_filter = raw_filter
 
     def mode_for(self, exchange: Exchange) -> Literal["raw", "llm"]:
         mode = exchange.extraction_mode or self.default_mode
@@ -97,6 +102,9 @@ class MemoryWriter:
             facts = self._capped(result, facts, self.limits.max_facts_per_exchange, keep="first")
         else:
             facts = _unique([m.content.strip() for m in new_user_turn(exchange.messages)])
+            # Questions and small talk are not memories: "What is my dog called?" would be injected
+            # beside the answer later. Filtered before the cap, so they never crowd out a statement.
+            facts = keep_raw(facts, self.raw_filter)
             # What is new in this exchange, but never unbounded: a client replaying a transcript as
             # thousands of user messages gets its newest ones (the nearest the reply) remembered.
             facts = self._capped(result, facts, self.limits.max_memories_per_exchange, keep="last")

@@ -6,7 +6,7 @@ unfused float32 products: about 9 ms per query on one AVX2 core of this project'
 The same int8 weights fed to onnxruntime's ``DynamicQuantizeMatMul`` (activations quantised on
 the fly, the dense bias folded in), with fused attention and bias+GELU kernels, take about 4 ms
 there; the vectors stay within cosine 0.98 of the float32 graph's (0.99 on average), and LOCOMO
-recall is measured in ``bench/recall`` (see ``embedder.activations`` in the README). Residual +
+recall is measured in ``bench/recall`` (see ``embedder.activations`` in docs/retrieval.md). Residual +
 LayerNorm stay two plain ops: onnxruntime's fused kernel for them is the slow one on some CPUs.
 
 Nothing new is downloaded: the graph is rebuilt in memory from the wheel's own file (sha256

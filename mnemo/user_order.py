@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 DRAIN_JOB = "drain_user"
-DRAIN_JOB_PREFIX = "mnemo:drain:"
 LEASE_MS = 10_000  # a running claim and a writing marker outlive their holder by this much at most
 HEARTBEAT_S = LEASE_MS / 1000 / 4
 SWEEP_S = 1.0
@@ -70,7 +69,9 @@ local function drain_record(u, at)
   return '{"t":null,"f":"drain_user","a":[' .. cjson.encode(u) .. '],"k":{},"et":' .. string.format('%d', at) .. '}'
 end
 local function schedule(p, q, u, now, delay, check, job_ttl)
-  local jid = 'mnemo:drain:' .. redis.call('INCR', p .. ':drain-seq')
+  -- arq's keys are not kept apart by queue: the job id names the queue, or two deployments (or
+  -- test runs) sharing a Redis database would overwrite each other's job records.
+  local jid = 'mnemo:drain:' .. p .. ':' .. redis.call('INCR', p .. ':drain-seq')
   local at = now + delay
   redis.call('SET', key(p, 'claim', u), 's:' .. jid, 'PX', job_ttl + delay)
   redis.call('ZADD', p .. ':claims', at + check, u)

@@ -188,6 +188,7 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
                 redis=ctx["redis"],
                 queue_name=settings.redis.queue_name,
                 retention=RetentionPolicy(settings.retention),
+                raw_filter=settings.extraction.raw_filter,
             )
 
         ctx["make_writer"] = make_writer

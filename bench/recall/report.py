@@ -66,9 +66,99 @@ def markdown(results: dict[str, Any]) -> str:
             row = recall.get(group)
             if row:
                 lines.append(f"| {group} | {name} | " + " | ".join(str(row[m]) for m in METRICS) + f" | {row['n']} |")
-    lines += ["", *ingest_lines(raw), *token_lines(raw), *import_lines(results), *sweep_lines(raw.get("sweep", []))]
+    lines = [*lines[:4], *loo_lines(raw), *lines[4:]]  # the headline right after the provenance
+    lines += ["", *ingest_lines(raw), *token_lines(raw), *conversation_lines(raw), *variant_lines(raw)]
+    lines += [*import_lines(results), *sweep_lines(raw.get("sweep", []))]
     lines += llm_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def loo_lines(raw: dict[str, Any]) -> list[str]:
+    """The headline: recall@10 when every choice is made on four conversations and scored on the
+    fifth (bench.recall.loo), before and after, with the in-sample figure beside it."""
+    loo = raw.get("loo")
+    if not loo:
+        return ["Leave-one-conversation-out: not measured (run with `--grid`).", ""]
+    lines = [
+        "## Leave-one-conversation-out recall@10 (the headline)",
+        "",
+        f"Every choice ({raw['grid_size']} configurations: what raw mode stores, indexed context, fusion, "
+        "weights, candidate counts, thresholds, recency, date terms, speaker boost) is made on four conversations by "
+        "overall any@10 and "
+        "scored on the fifth, rotated over all five; the held-out answers pooled per category. *Before*: raw "
+        "mode storing every message, no date terms or speaker boost, choosing among the knobs of the old "
+        "sweep. *In-sample*: the configuration "
+        "best on all five, scored on the same five.",
+        "",
+        "| | " + " | ".join(GROUPS) + " | per-fold mean ± spread (min–max) |",
+        "| --- | " + " | ".join("---:" for _ in GROUPS) + " | --- |",
+    ]
+    for label, key, sample in (("before", "loo_before", "in_sample_before"), ("after", "loo", "in_sample")):
+        held, best = raw[key], raw[sample]
+        cells = [str(held["recall"][g]["any@10"]) if g in held["recall"] else "-" for g in GROUPS]
+        spread = f"{held['fold_mean']} ± {held['fold_spread']} ({held['fold_min']}–{held['fold_max']})"
+        lines.append(f"| {label}, leave-one-out | " + " | ".join(cells) + f" | {spread} |")
+        cells = [str(best["recall"][g]["any@10"]) if g in best["recall"] else "-" for g in GROUPS]
+        lines.append(f"| {label}, in-sample ({best['chosen']}) | " + " | ".join(cells) + " | |")
+    lines += [
+        "",
+        "| held out | chosen on the other four | their any@10 | held-out any@10 |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for fold in raw["loo"]["folds"]:
+        lines.append(
+            f"| {fold['held_out']} | {fold['chosen']} | {fold['train_any@10']} | "
+            f"{fold['recall']['overall']['any@10']} |"
+        )
+    return [*lines, ""]
+
+
+def conversation_lines(raw: dict[str, Any]) -> list[str]:
+    per = raw.get("per_conversation")
+    if not per:
+        return []
+    lines = [
+        "## Per conversation (defaults), recall@10",
+        "",
+        "| conversation | " + " | ".join(GROUPS) + " | n |",
+        "| --- | " + " | ".join("---:" for _ in GROUPS) + " | ---: |",
+    ]
+    for name, recall in per.items():
+        cells = [str(recall[g]["any@10"]) if g in recall else "-" for g in GROUPS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {recall['overall']['n']} |")
+    return [*lines, ""]
+
+
+def variant_lines(raw: dict[str, Any]) -> list[str]:
+    """What each way of storing and indexing costs and finds, with the default query settings."""
+    variants = raw.get("index_variants", [])
+    if len(variants) < 2:
+        return []
+    lines = [
+        "## What raw mode stores and indexes (default query settings)",
+        "",
+        "Not statements: stored memories that `mnemo.raw_filter` calls questions or small talk; the two "
+        "columns after it count without its word lists (every sentence ends in `?`; at most 3 words).",
+        "",
+        "| variant | memories | not statements | only questions | ≤ 3 words | any@10 | "
+        + " | ".join(f"{g} @10" for g in GROUPS[:4])
+        + " | tokens mean | search p50 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for v in variants:
+        counts, recall = v["ingest"]["not_statements"], v["recall"]
+        cells = [
+            v["ingest"]["memories"],
+            counts["by_raw_filter"],
+            counts["only_questions_by_punctuation"],
+            counts["at_most_3_words"],
+            recall["overall"]["any@10"],
+            *[recall[g]["any@10"] if g in recall else "-" for g in GROUPS[:4]],
+            v["tokens"]["mean"],
+            v["search_ms_p50"],
+        ]
+        lines.append(f"| {v['variant']} | " + " | ".join(str(c) for c in cells) + " |")
+    return [*lines, "", "Search p50 of the variants after the first is measured with cached query vectors.", ""]
 
 
 def import_lines(results: dict[str, Any]) -> list[str]:
@@ -116,13 +206,16 @@ def sweep_lines(sweep: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Sweep (same store, one knob changed from the defaults)",
         "",
-        "| variant | any@1 | any@5 | any@10 | any@20 | mrr | " + " | ".join(f"{g} @10" for g in GROUPS[:4]) + " |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | any@1 | any@5 | any@10 | any@20 | mrr | "
+        + " | ".join(f"{g} @10" for g in GROUPS[:4])
+        + " | tokens mean |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in sweep:
         overall, recall = row["recall"]["overall"], row["recall"]
         cells = [overall[m] for m in ("any@1", "any@5", "any@10", "any@20", "mrr")]
         cells += [recall[g]["any@10"] if g in recall else "-" for g in GROUPS[:4]]
+        cells.append(row.get("tokens", {}).get("mean", "-"))
         lines.append(f"| {row['variant']} | " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
 

@@ -1,9 +1,13 @@
 """bench/recall: feed LOCOMO conversations through Mnemo's ingestion, ask the questions through
 its retrieval, and compare evidence recall with BM25 and dense baselines over the raw turns.
 
-    .venv/bin/python -m bench.recall.run --data ../shared/bench/locomo-sample.json [--sweep]
+    .venv/bin/python -m bench.recall.run --data ../shared/bench/locomo-sample.json [--grid]
 
-Raw mode always runs (a memory per turn, real embedder, real EdgeMemoryStore in a temp dir).
+Raw mode always runs (each turn through MemoryWriter, real embedder, real EdgeMemoryStore in a temp
+dir), with per-conversation results. ``--grid`` (alias ``--sweep``, ~3.5 min on 2 cores) also
+ingests every index variant (what raw mode stores, date terms, reply context) and asks each with
+every query knob (SWEEP, NEW_KNOBS), then reports leave-one-conversation-out recall (bench.recall.loo):
+every choice made on four conversations and scored on the fifth, the headline.
 Extraction mode needs an OpenAI-compatible LLM: ``--extraction-model openai/NAME --extraction-base-url URL``;
 without them it is skipped and the results say so. ``--through-import URL`` also ingests the
 conversations with `mnemo import` into a running Mnemo and asks through its REST search
@@ -14,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from statistics import mean, median
@@ -27,8 +34,10 @@ import numpy as np
 from bench.recall import report, through_import
 from bench.recall.baselines import Bm25Index, DenseIndex
 from bench.recall.locomo import Conversation, load
-from bench.recall.metrics import Scores
+from bench.recall.loo import in_sample, leave_one_out
+from bench.recall.metrics import Row, Scores
 from gateway.injection import build_token_counter, render_block, select_memories
+from mnemo import raw_filter
 from mnemo.config import ExtractionSettings, MemorySettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.extraction import Extractor
@@ -37,7 +46,9 @@ from mnemo.ingest import MemoryWriter
 from mnemo.llm import build_llm
 from mnemo.models import Scope
 from mnemo.queue import Exchange, ExchangeMessage
+from mnemo.raw_filter import RawFilter
 from mnemo.retrieval import Retriever
+from mnemo.store import keywords as kw
 from mnemo.store.base import StoreIdentity
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.hybrid import HybridOptions
@@ -73,19 +84,38 @@ def exchange_for(conversation: Conversation, index: int, mode: Mode, reply_conte
 
 async def ingest(
     conversations: list[Conversation], writer: MemoryWriter, mode: Mode, reply_context: bool
-) -> dict[str, float]:
-    started, count = time.perf_counter(), 0
+) -> dict[str, Any]:
+    started, count, stored = time.perf_counter(), 0, []
     for conversation in conversations:
         for index in range(len(conversation.turns)):
             result = await writer.process(exchange_for(conversation, index, mode, reply_context))
             count += len(result.created)
+            if result.created:
+                stored.append(conversation.turns[index].text)
     seconds = time.perf_counter() - started
-    return {"memories": count, "seconds": round(seconds, 1), "per_turn_ms": round(1000 * seconds / max(1, count), 2)}
+    return {
+        "memories": count,
+        "seconds": round(seconds, 1),
+        "per_turn_ms": round(1000 * seconds / max(1, count), 2),
+        "not_statements": not_statements(stored) if mode == "raw" else {},
+    }
+
+
+def not_statements(texts: list[str]) -> dict[str, int]:
+    """How many stored memories were questions or small talk: by mnemo.raw_filter's rule, and by a
+    plain count that does not share its word lists (every sentence ends in "?"; at most 3 words)."""
+    return {
+        "by_raw_filter": sum(1 for text in texts if not raw_filter.is_statement(text)),
+        "only_questions_by_punctuation": sum(
+            1 for text in texts if all(s.endswith("?") for s in raw_filter.sentences(text))
+        ),
+        "at_most_3_words": sum(1 for text in texts if len(text.split()) <= 3),
+    }
 
 
 async def ask(
     conversations: list[Conversation], retriever: Retriever, memory: MemorySettings, counter: Any = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[Row]]:
     scores, tokens, injected, latency = Scores(), [], [], []
     for conversation in conversations:
         scope = Scope(user_id=conversation.sample_id)
@@ -94,12 +124,16 @@ async def ask(
             found = await retriever.search(scope, question.text, limit=DEPTH, threshold=memory.score_threshold)
             hits = sorted(found, key=lambda hit: tie_order(hit.score, hit.memory.id))
             latency.append(1000 * (time.perf_counter() - started))
-            scores.add(question, [hit.memory.metadata.get("dia_ids", []) for hit in hits])
+            scores.add(question, [hit.memory.metadata.get("dia_ids", []) for hit in hits], conversation.sample_id)
             if counter is not None:
                 chosen = select_memories(hits[: memory.top_k], memory.token_budget, counter)
                 tokens.append(counter(render_block(chosen)) if chosen else 0)
                 injected.append(len(chosen))
-    result: dict[str, Any] = {"recall": scores.summary(), "search_ms_p50": round(median(latency), 2)}
+    result: dict[str, Any] = {
+        "recall": scores.summary(),
+        "per_conversation": scores.per_conversation(),
+        "search_ms_p50": round(median(latency), 2),
+    }
     if tokens:
         ordered = sorted(tokens)
         result["tokens"] = {
@@ -111,7 +145,7 @@ async def ask(
             "top_k": memory.top_k,
             "budget": memory.token_budget,
         }
-    return result
+    return result, scores.rows
 
 
 def tie_order(score: float, memory_id: str) -> tuple[float, str]:
@@ -151,6 +185,47 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     ("threshold 0.0", {"score_threshold": 0.0}),
     ("threshold 0.3", {"score_threshold": 0.3}),
 ]
+# Knobs added with the leave-one-out evaluation (not in the "before" grid).
+NEW_KNOBS: list[tuple[str, dict[str, Any]]] = [
+    ("speaker boost 0 (off)", {"speaker_boost": 0.0}),
+    ("speaker boost 0.5", {"speaker_boost": 0.5}),
+    ("speaker boost 2", {"speaker_boost": 2.0}),
+]
+
+
+@dataclass(frozen=True)
+class IndexVariant:
+    """What is stored and indexed: each variant is its own store, ingested once, then asked with
+    every row of SWEEP. The first is the shipped default; ``old_default`` marks what raw mode did
+    before the statement filter (the "before" of the leave-one-out comparison)."""
+
+    name: str
+    raw_filter: RawFilter
+    reply_context: bool = True
+    old_default: bool = False
+    date_terms: bool = True  # mnemo.store.keywords.DATE_TERMS
+
+
+def index_variants(args: argparse.Namespace) -> list[IndexVariant]:
+    reply = not args.no_reply_context
+    default = IndexVariant("statements, date terms", ExtractionSettings().raw_filter, reply)
+    variants = [
+        default,
+        IndexVariant("every message, no date terms", "all", reply, old_default=True, date_terms=False),
+        IndexVariant("statements, no date terms", "statements", reply, date_terms=False),
+        IndexVariant("statements, date terms, no reply context", "statements", reply_context=False),
+    ]
+    return variants if args.grid else [default]
+
+
+@contextlib.contextmanager
+def date_terms(enabled: bool) -> Iterator[None]:
+    """Date terms in keyword documents and queries (mnemo.store.keywords.DATE_TERMS) on or off."""
+    shipped, kw.DATE_TERMS = kw.DATE_TERMS, enabled
+    try:
+        yield
+    finally:
+        kw.DATE_TERMS = shipped
 
 
 def open_store(path: Path, identity: StoreIdentity, memory: MemorySettings) -> EdgeMemoryStore:
@@ -160,38 +235,96 @@ def open_store(path: Path, identity: StoreIdentity, memory: MemorySettings) -> E
 async def run_mode(
     conversations: list[Conversation], embedder: LocalOnnxEmbedder, mode: Mode, args: argparse.Namespace
 ) -> dict[str, Any]:
+    if mode == "raw":
+        return await run_raw(conversations, embedder, args)
     memory = MemorySettings()
     identity = StoreIdentity(embedder.model_id, embedder.dimension)
-    extractor = Extractor(build_llm(extraction_settings(args))) if mode == "llm" else None
+    extractor = Extractor(build_llm(extraction_settings(args)))
     with tempfile.TemporaryDirectory(prefix="mnemo-recall-") as tmp:
         store = open_store(Path(tmp), identity, memory)
         await store.open()
         try:
             writer = MemoryWriter(store, embedder, extractor, mode)
             result = {"ingest": await ingest(conversations, writer, mode, not args.no_reply_context)}
-            result |= await ask(conversations, Retriever(embedder, store), memory, build_token_counter())
+            result |= (await ask(conversations, Retriever(embedder, store), memory, build_token_counter()))[0]
         finally:
             await store.close()
-            if extractor is not None:
-                await extractor.llm.aclose()
-        if args.sweep and mode == "raw":
-            result["sweep"] = await sweep(conversations, embedder, Path(tmp), identity)
+            await extractor.llm.aclose()
+    return result
+
+
+async def run_raw(
+    conversations: list[Conversation], embedder: LocalOnnxEmbedder, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The defaults' recall (the first store, asked first, so its latency has no cached query), then
+    with ``--grid`` every index variant x SWEEP row, and the leave-one-conversation-out figures."""
+    identity = StoreIdentity(embedder.model_id, embedder.dimension)
+    counter = build_token_counter()
+    result: dict[str, Any] = {}
+    candidates: dict[str, list[Row]] = {}
+    before: dict[str, list[Row]] = {}
+    variants_out = []
+    for number, variant in enumerate(index_variants(args)):
+        with tempfile.TemporaryDirectory(prefix="mnemo-recall-") as tmp, date_terms(variant.date_terms):
+            # The old default index is asked as before: without the speaker boost added with it.
+            base: dict[str, Any] = {"speaker_boost": 0.0} if variant.old_default else {}
+            memory = MemorySettings(**base)
+            store = open_store(Path(tmp), identity, memory)
+            await store.open()
+            try:
+                writer = MemoryWriter(store, embedder, None, "raw", raw_filter=variant.raw_filter)
+                ingested = await ingest(conversations, writer, "raw", variant.reply_context)
+                found, rows = await ask(conversations, Retriever(embedder, store), memory, counter)
+            finally:
+                await store.close()
+            overall = found["recall"]["overall"]["any@10"]
+            logging.info("%s: %s memories, any@10 %.1f", variant.name, ingested["memories"], overall)
+            if number == 0:
+                result = {"index_variant": variant.name, "ingest": ingested, **found}
+            variants_out.append({"variant": variant.name, "ingest": ingested, **found})
+            grid = args.grid
+            sweep_rows = await sweep(conversations, embedder, Path(tmp), identity, counter, base) if grid else []
+        # The defaults' answers from the first ask; the sweep's own defaults row only feeds its table.
+        named = {SWEEP[0][0]: rows} | {row["variant"]: row["rows"] for row in sweep_rows[1:]}
+        for name, answers in named.items():
+            candidates[f"{variant.name}; {name}"] = answers
+            if variant.old_default and name in dict(SWEEP):  # the knobs that existed before
+                before[f"{variant.name}; {name}"] = answers
+        for row in sweep_rows:
+            row.pop("rows")
+        if number == 0 and sweep_rows:
+            result["sweep"] = sweep_rows
+        if variant.old_default:
+            result["old_default_sweep"] = sweep_rows
+    result["index_variants"] = variants_out
+    if args.grid:
+        result["loo"] = leave_one_out(candidates)
+        result["in_sample"] = in_sample(candidates)
+        result["loo_before"] = leave_one_out(before)
+        result["in_sample_before"] = in_sample(before)
+        result["grid_size"] = len(candidates)
     return result
 
 
 async def sweep(
-    conversations: list[Conversation], embedder: LocalOnnxEmbedder, path: Path, identity: StoreIdentity
+    conversations: list[Conversation],
+    embedder: LocalOnnxEmbedder,
+    path: Path,
+    identity: StoreIdentity,
+    counter: Any,
+    base: dict[str, Any],
 ) -> list[dict[str, Any]]:
     rows = []
-    for name, changes in SWEEP:
-        memory = MemorySettings(**changes)
+    for name, changes in [*SWEEP, *NEW_KNOBS]:
+        memory = MemorySettings(**(base | changes))
         store = open_store(path, identity, memory)
         await store.open()
         try:
-            found = await ask(conversations, Retriever(embedder, store), memory)
+            found, answers = await ask(conversations, Retriever(embedder, store), memory, counter)
         finally:
             await store.close()
-        rows.append({"variant": name, "settings": changes, **found})
+        found.pop("per_conversation")
+        rows.append({"variant": name, "settings": changes, **found, "rows": answers})
         logging.info("sweep %s: any@10 %.1f", name, found["recall"]["overall"]["any@10"])
     return rows
 
@@ -231,7 +364,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="LOCOMO-format JSON (never copied into the repo)")
-    parser.add_argument("--sweep", action="store_true", help="also measure fusion/knob variants on the raw store")
+    parser.add_argument(
+        "--grid",
+        "--sweep",
+        action="store_true",
+        help="also measure every index variant x fusion/knob variant, and leave-one-conversation-out recall",
+    )
     parser.add_argument(
         "--no-reply-context", action="store_true", help="do not pass the previous turn as metadata.reply_to"
     )

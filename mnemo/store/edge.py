@@ -293,7 +293,7 @@ class EdgeMemoryStore:
         points, rows = [], []
         for memory, vector in zip(memories, vectors, strict=True):
             pl.check_vector(vector, self._identity)
-            keywords = kw.document_vector(kw.memory_context_line(memory))
+            keywords = kw.document_vector(kw.keyword_text(memory))
             vectors_of: dict[str, qe.NamedVector] = {pl.DENSE_VECTOR: list(vector), kw.SPARSE_VECTOR: keywords}
             pid, payload = pl.point_id(memory.id), pl.memory_payload(memory)
             points.append(qe.Point(pid, vectors_of, payload))
@@ -359,7 +359,7 @@ class EdgeMemoryStore:
         with edge_errors("search"):
             points = self._memories.query(request)
         found = ((pl.memory_from_payload(p.payload or {}), p.score) for p in points)
-        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit)
+        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit, query_text=query_text)
 
     def _nearest(
         self, scope: Scope, vector: Sequence[float], count: int, include_invalidated: bool

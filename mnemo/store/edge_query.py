@@ -91,7 +91,7 @@ def index_keywords(shard: qe.EdgeShard) -> None:
     lacking = filter_scroll(shard, qe.Filter(must_not=[qe.HasVectorCondition(kw.SPARSE_VECTOR)]))
     for start in range(0, len(lacking), PAGE):
         page = lacking[start : start + PAGE]
-        lines = [kw.memory_context_line(pl.memory_from_payload(record.payload or {})) for record in page]
+        lines = [kw.keyword_text(pl.memory_from_payload(record.payload or {})) for record in page]
         updates = [
             qe.PointVectors(record.id, {kw.SPARSE_VECTOR: kw.document_vector(line)})
             for record, line in zip(page, lines, strict=True)

@@ -10,6 +10,7 @@ matches are found whatever their cosine, which is the point of the keyword side.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ class HybridOptions:
     candidates: int = 20  # per prefetch
     keyword_weight: float = 2.0  # RRF weight of the keyword list; the dense list weighs 1.0
     recency_half_life_days: float | None = None
+    speaker_boost: float = 0.0  # see apply_speaker_boost
 
     @classmethod
     def from_settings(cls, memory: MemorySettings) -> HybridOptions:
@@ -38,6 +40,7 @@ class HybridOptions:
             candidates=memory.hybrid_candidates,
             keyword_weight=memory.keyword_weight,
             recency_half_life_days=memory.recency_half_life_days,
+            speaker_boost=memory.speaker_boost,
         )
 
     @property
@@ -45,8 +48,8 @@ class HybridOptions:
         return [1.0, self.keyword_weight]
 
     def fetch_limit(self, limit: int) -> int:
-        # Recency re-ranks after fusion, so it needs more than the final page to choose from.
-        return max(limit, self.candidates) if self.recency_half_life_days else limit
+        # Recency and the speaker boost re-rank after fusion, so they need more than the final page.
+        return max(limit, self.candidates) if self.recency_half_life_days or self.speaker_boost else limit
 
     def prefetch_limit(self, limit: int) -> int:
         return max(limit, self.candidates)
@@ -74,12 +77,48 @@ def wants_keywords(options: HybridOptions, query_text: str | None) -> bool:
 
 
 def ranked_hits(
-    found: Iterable[tuple[Memory, float]], options: HybridOptions, *, fused: bool, now: datetime, limit: int
+    found: Iterable[tuple[Memory, float]],
+    options: HybridOptions,
+    *,
+    fused: bool,
+    now: datetime,
+    limit: int,
+    query_text: str | None = None,
 ) -> list[ScoredMemory]:
     """A search's answer from the store's (memory, raw score) pairs, best first: the one place both
-    backends turn raw scores into Mnemo's 0..1 relevance (then recency, when configured)."""
+    backends turn raw scores into Mnemo's 0..1 relevance (then the speaker boost and recency, when
+    configured)."""
     hits = [ScoredMemory(memory=memory, score=options.relevance(raw, fused=fused)) for memory, raw in found]
+    hits = apply_speaker_boost(hits, query_text, options.speaker_boost)
     return apply_recency(hits, options, now, limit)
+
+
+def named_speaker(hits: Sequence[ScoredMemory], query_text: str) -> str | None:
+    """The one speaker (``metadata.speaker`` of a hit) the query names as a word, if exactly one is."""
+    speakers = {s for hit in hits if isinstance(s := hit.memory.metadata.get("speaker"), str) and s.strip()}
+    named = [s for s in speakers if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", query_text)]
+    return named[0] if len(named) == 1 else None
+
+
+def apply_speaker_boost(hits: Sequence[ScoredMemory], query_text: str | None, boost: float) -> list[ScoredMemory]:
+    """ "What pets does Nate have?" is answered by what Nate said: when the query names exactly one
+    of the hits' speakers, their memories' distance to a perfect score shrinks by 1 + ``boost``
+    (so scores stay in 0..1 and keep their order among themselves), then the hits are re-ranked.
+    A query naming two speakers ("What do Jon and Gina both like?") or none is left as it is.
+    Only memories with ``metadata.speaker`` (imported conversations) are affected."""
+    if not boost or not query_text or not hits:
+        return list(hits)
+    speaker = named_speaker(hits, query_text)
+    if speaker is None:
+        return list(hits)
+    rescored = [
+        ScoredMemory(memory=hit.memory, score=1.0 - (1.0 - hit.score) / (1.0 + boost))
+        if hit.memory.metadata.get("speaker") == speaker
+        else hit
+        for hit in hits
+    ]
+    rescored.sort(key=lambda hit: hit.score, reverse=True)  # stable: ties keep the store's order
+    return rescored
 
 
 def apply_recency(

@@ -247,7 +247,7 @@ class QdrantServerMemoryStore:
         with server_errors("search"):
             points = await self._query(list(vector), sparse, where, limit, score_threshold)
         found = ((pl.memory_from_payload(p.payload or {}), p.score) for p in points)
-        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit)
+        return ranked_hits(found, options, fused=sparse is not None, now=utcnow(), limit=limit, query_text=query_text)
 
     async def _query(
         self,

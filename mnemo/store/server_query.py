@@ -54,7 +54,7 @@ def sparse_vector(vector: qe.SparseVector) -> models.SparseVector:
 
 
 def document_sparse(payload: Mapping[str, Any]) -> models.SparseVector:
-    return sparse_vector(kw.document_vector(kw.memory_context_line(pl.memory_from_payload(payload))))
+    return sparse_vector(kw.document_vector(kw.keyword_text(pl.memory_from_payload(payload))))
 
 
 def fusion_query(options: HybridOptions) -> models.RrfQuery | models.FusionQuery:

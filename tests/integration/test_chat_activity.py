@@ -111,7 +111,7 @@ def test_extraction_calls_overlap_while_a_chat_is_always_in_flight(
     """A gateway with steady traffic always has a chat in flight. Jobs waiting on their LLM hold
     no CPU, so they must not stop other jobs from starting: one job at a time would apply one
     exchange per LLM round trip."""
-    upstream.json_delay_s = 0.3
+    upstream.json_hold_until_peak = 2  # the first extraction call waits until a second one is made
     apply_under_steady_traffic(make_settings(), upstream, 8)
     assert upstream.json_peak > 1
 

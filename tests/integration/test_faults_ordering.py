@@ -136,6 +136,7 @@ def test_each_users_exchanges_apply_in_order_across_workers_while_users_run_in_p
     upstream.decide = moves_replace_homes
     upstream.extract = FlakyExtraction(failures=len(USERS))
     upstream.json_delay_s = 0.15  # every LLM call is slow, so jobs of different users overlap
+    upstream.json_hold_until_peak = 2  # and the first waits until another user's job calls too
     sent: dict[str, str] = {}
     for turn in TURNS:  # interleaved: user 0 turn 0, user 1 turn 0, ..., user 0 turn 1, ...
         for user in USERS:

@@ -16,9 +16,10 @@ from tests.support.probes import Gateways, headers_for, metric, new_user
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
 
-# A healthy search meets the first budget however loaded the machine; a hung one waits out the second.
+# A healthy search meets the first budget however loaded the machine; a hung one waits out the
+# second (only hung searches meet it).
 RETRIEVAL_BUDGET_MS = 5000
-HUNG_RETRIEVAL_BUDGET_MS = 1000
+HUNG_RETRIEVAL_BUDGET_MS = 300
 APIS = ["chat", "responses", "messages"]
 
 

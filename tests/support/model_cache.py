@@ -27,4 +27,4 @@ def _build_once(source: Path, variants: list[frozenset[str]]) -> tuple[list[byte
 
 def share_built_graphs() -> None:
     """Make every LocalOnnxEmbedder of this process reuse the graphs built for the first."""
-    mnemo.embedding.build_fused_int8_graphs = _build_once
+    mnemo.embedding.build_fused_int8_graphs = _build_once  # type: ignore[attr-defined]

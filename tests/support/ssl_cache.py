@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx._transports.default as transports
 
-_build = transports.create_ssl_context
+_build = transports.create_ssl_context  # type: ignore[attr-defined]  # httpx imports it there
 _default: list[ssl.SSLContext] = []
 
 
@@ -29,4 +29,4 @@ def _create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = 
 
 def share_default_ssl_context() -> None:
     """Make every httpx transport of this process built with default TLS settings share one context."""
-    transports.create_ssl_context = _create_ssl_context  # type: ignore[assignment]
+    transports.create_ssl_context = _create_ssl_context  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from mnemo.prompts import DECISION_TASK_MARKER, EXTRACTION_TASK_MARKER
 from tests.support import api_replies
 
 Decide = Callable[[list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]]
+JSON_HOLD_TIMEOUT_S = 10.0  # a held call answers anyway then, so a test that sees no overlap fails
 
 
 @dataclass
@@ -102,6 +103,9 @@ class ScriptedUpstream:
     json_delay_s: float = 0.0  # extraction and decision answers wait this long (slow jobs)
     json_in_flight: int = 0
     json_peak: int = 0  # the most extraction and decision calls answered at once
+    # Extraction and decision answers wait until this many calls were in flight at once (or
+    # JSON_HOLD_TIMEOUT_S passed): overlap proven by the calls themselves, not by timing.
+    json_hold_until_peak: int = 0
     set_cookie: str | None = None  # a Set-Cookie header on every chat reply
     response_ids: list[str] = field(default_factory=list)  # Responses this upstream has answered
 
@@ -112,7 +116,7 @@ class ScriptedUpstream:
         self.extract = clause_facts
         self.malformed_llm_answers = 0
         self.json_delay_s = 0.0
-        self.json_in_flight = self.json_peak = 0
+        self.json_in_flight = self.json_peak = self.json_hold_until_peak = 0
         self.set_cookie = None
         self.chunks, self.chunk_delay_s, self.first_chunk_delay_s = 4, 0.0, 0.0
         self.hold_at_chunk = None
@@ -159,6 +163,7 @@ class ScriptedUpstream:
             self.json_in_flight += 1
             self.json_peak = max(self.json_peak, self.json_in_flight)
             try:
+                await self.json_hold()
                 if self.json_delay_s:
                     await asyncio.sleep(self.json_delay_s)
             finally:
@@ -173,6 +178,14 @@ class ScriptedUpstream:
         if body.get("stream"):
             return StreamingResponse(self.stream(body, text, failure), media_type="text/event-stream", headers=cookie)
         return JSONResponse(completion(body, text), headers=cookie)
+
+    async def json_hold(self) -> None:
+        deadline = time.monotonic() + JSON_HOLD_TIMEOUT_S
+        while self.json_peak < self.json_hold_until_peak:  # noqa: ASYNC110  # a counter, not an event
+            if time.monotonic() > deadline:
+                self.json_hold_until_peak = 0  # no overlap came: answer this call and the later ones
+                return
+            await asyncio.sleep(0.01)
 
     async def scripted(
         self, request: Request, error_body: Callable[[int], str]

@@ -172,6 +172,20 @@ async def test_raw_mode_stores_each_new_user_message_after_the_last_assistant_me
     }
 
 
+async def test_raw_mode_stores_statements_not_questions_or_small_talk_unless_told_to_store_all(
+    store: EdgeMemoryStore, embedder: BagOfWordsEmbedder
+) -> None:
+    said = [("user", "What is my dog called?"), ("user", "thanks!"), ("user", "My dog is called Pixel")]
+    filtered, everything = Scope(user_id="raw-filter-on"), Scope(user_id="raw-filter-all")
+    result = await writer(store, embedder).process(exchange(filtered, *said))
+    assert (result.facts, len(result.created)) == (1, 1)
+    assert await valid_texts(store, filtered) == ["My dog is called Pixel"]
+    assert embedder.calls[-1] == [context_line("My dog is called Pixel", NOW, {})]  # nothing else embedded
+    keep_all = MemoryWriter(store, embedder, None, "raw", raw_filter="all")
+    await keep_all.process(exchange(everything, *said))
+    assert await valid_texts(store, everything) == ["My dog is called Pixel", "What is my dog called?", "thanks!"]
+
+
 async def test_raw_mode_stores_nothing_when_the_exchange_has_no_new_user_message(
     store: EdgeMemoryStore, embedder: BagOfWordsEmbedder, scope: Scope
 ) -> None:
