@@ -21,7 +21,7 @@ from mnemo.models import Scope
 from mnemo.user_order import user_key
 from tests.conftest import wait_until
 from tests.support.files import files_holding
-from tests.support.probes import LITELLM_READONLY_WARNING, drain, drained, stored_texts
+from tests.support.probes import LITELLM_READONLY_WARNING, chat_as, drain, drained, stored_texts
 from tests.support.redis_server import RedisServer
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream, clause_facts
@@ -50,17 +50,6 @@ def mnemo(
     thread = MnemoThread(settings).start()
     yield thread
     thread.stop()
-
-
-def chat(mnemo: MnemoThread, user: str, text: str) -> str:
-    response = httpx.post(
-        mnemo.url + "/v1/chat/completions",
-        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
-        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
-        timeout=20,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.headers["x-mnemo-request-id"])
 
 
 def erase(mnemo: MnemoThread, user: str) -> dict[str, int]:
@@ -147,13 +136,13 @@ def test_erased_while_its_exchange_is_mid_extraction_call_and_another_waits_behi
     back after the erasure, and the next exchange of the user is still pending then."""
     user = new_user()
     upstream.json_delay_s = 2.0
-    chat(mnemo, user, f"My cat is called {SECRET} and I live in Oslo")
-    chat(mnemo, user, f"My boat is the {SECRET} Two")
+    chat_as(mnemo.url + "/v1", user, f"My cat is called {SECRET} and I live in Oslo")
+    chat_as(mnemo.url + "/v1", user, f"My boat is the {SECRET} Two")
     wait_until(lambda: upstream.json_in_flight > 0, timeout=10)  # the first extraction is out
     erased = erase(mnemo, user)
     assert erased["queued_jobs"] >= 1  # the second exchange was still waiting
     upstream.json_delay_s = 0.0
-    chat(mnemo, user, AFTER)
+    chat_as(mnemo.url + "/v1", user, AFTER)
     assert_no_trace(mnemo, redis_server, user, AFTER)
 
 
@@ -164,7 +153,7 @@ def test_erased_while_a_stale_drain_of_the_user_is_queued(
     already claimed, which can only exit without writing."""
     user = new_user()
     upstream.json_delay_s = 1.0
-    chat(mnemo, user, f"My horse is {SECRET}")
+    chat_as(mnemo.url + "/v1", user, f"My horse is {SECRET}")
     wait_until(lambda: upstream.json_in_flight > 0, timeout=10)
     client = redis_sync.Redis.from_url(redis_server.url)
     try:
@@ -196,7 +185,7 @@ def test_erased_while_its_exchange_waits_to_be_retried(
         return clause_facts(text)
 
     upstream.extract = extract_failing_once
-    chat(mnemo, user, f"My violin is named {SECRET}")
+    chat_as(mnemo.url + "/v1", user, f"My violin is named {SECRET}")
     wait_until(lambda: upstream.of_task("extract"), timeout=10)
     queue = mnemo.settings.redis.queue_name
     client = redis_sync.Redis.from_url(redis_server.url)
@@ -206,7 +195,7 @@ def test_erased_while_its_exchange_waits_to_be_retried(
         client.close()
     erase(mnemo, user)
     settled(mnemo, redis_server)  # the deferred drain is gone with the erasure, or ran and found nothing to do
-    chat(mnemo, user, AFTER)
+    chat_as(mnemo.url + "/v1", user, AFTER)
     assert_no_trace(mnemo, redis_server, user, AFTER)
     assert len(upstream.of_task("extract")) == 2  # the failed try and the new exchange's: no retry
 
@@ -222,7 +211,7 @@ def test_erased_while_its_exchange_is_in_the_outbox(
     user = new_user()
     try:
         redis_server.kill()
-        chat(mnemo, user, f"My parrot is {SECRET}")
+        chat_as(mnemo.url + "/v1", user, f"My parrot is {SECRET}")
         assert httpx.delete(f"{mnemo.url}/v1/users/{user}", timeout=30).status_code == 503
         redis_server.start()
         erase(mnemo, user)

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from arq import Worker
 
@@ -20,7 +19,7 @@ from mnemo.models import Scope
 from mnemo.queue import Exchange
 from tests.conftest import wait_until
 from tests.support.ledger import thread_tally
-from tests.support.probes import drain
+from tests.support.probes import chat_as, drain
 from tests.support.servers import MnemoThread, stop_worker
 from tests.support.upstream import ScriptedUpstream, clause_facts
 from workers.settings import build_worker
@@ -105,17 +104,6 @@ def mnemo(make_settings: Callable[..., Settings]) -> Iterator[MnemoThread]:
     running.stop()
 
 
-def send(mnemo: MnemoThread, user: str, text: str) -> str:
-    response = httpx.post(
-        mnemo.url + "/v1/chat/completions",
-        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
-        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.headers["x-mnemo-request-id"])
-
-
 class FlakyExtraction:
     """Scripted extraction whose first answer for each user's first turn is a server error: that
     job is retried after a backoff, and the user's later jobs must not overtake it."""
@@ -140,7 +128,7 @@ def test_each_users_exchanges_apply_in_order_across_workers_while_users_run_in_p
     sent: dict[str, str] = {}
     for turn in TURNS:  # interleaved: user 0 turn 0, user 1 turn 0, ..., user 0 turn 1, ...
         for user in USERS:
-            sent[send(mnemo, user, turn)] = user
+            sent[chat_as(mnemo.url + "/v1", user, turn)] = user
     # Every exchange finishes: 16 jobs and 4 failed tries, each applied (duplicates decided NONE).
     wait_until(lambda: len(spans.spans) == len(sent) + len(USERS), timeout=60, interval=0.1)
     drain(mnemo)
@@ -170,7 +158,7 @@ def test_ordering_survives_when_the_jobs_of_one_user_arrive_together(
     upstream.decide = moves_replace_homes
     upstream.json_delay_s = 0.05
     for text in ["I live in Austin", "I moved to Denver", "I moved to Denver"]:
-        send(mnemo, BURST_USER, text)
+        chat_as(mnemo.url + "/v1", BURST_USER, text)
     wait_until(lambda: len(spans.spans) == 3, timeout=30, interval=0.1)
     drain(mnemo)
     events = mnemo.call(lambda core: core.store.list_events(BURST_USER))

@@ -19,7 +19,7 @@ from mnemo.config import Settings
 from mnemo.outbox import Outbox, OutboxItem
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, thread_tally
-from tests.support.probes import LITELLM_READONLY_WARNING, SEEN_BY_WORKERS, drain, metric
+from tests.support.probes import LITELLM_READONLY_WARNING, SEEN_BY_WORKERS, chat_as, drain, metric
 from tests.support.redis_server import RedisServer
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
@@ -100,7 +100,7 @@ def test_a_redis_sigkill_mid_job_drains_every_users_backlog_in_order_within_seco
     try:
         for n in range(4):
             for user in users:
-                sent[send_as(mnemo, user, f"I keep bee hive number {n}")] = user
+                sent[chat_as(mnemo.url + "/v1", user, f"I keep bee hive number {n}")] = user
         wait_until(lambda: upstream.json_in_flight > 0, timeout=10)
         redis_server.kill()
         time.sleep(1.5)  # the drains' LLM answers come back to a dead Redis: their next steps fail
@@ -118,17 +118,6 @@ def test_a_redis_sigkill_mid_job_drains_every_users_backlog_in_order_within_seco
     taken = list(dict.fromkeys(request_id for request_id in SEEN_BY_WORKERS if request_id in sent))
     for user in users:
         assert [r for r in taken if sent[r] == user] == [r for r in sent if sent[r] == user]
-
-
-def send_as(mnemo: MnemoThread, user: str, text: str) -> str:
-    response = httpx.post(
-        mnemo.url + "/v1/chat/completions",
-        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
-        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.headers["x-mnemo-request-id"])
 
 
 def test_a_connection_lost_while_claiming_a_job_costs_neither_the_worker_nor_a_job_slot(

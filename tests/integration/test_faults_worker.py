@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis as redis_sync
 import yaml
@@ -21,6 +20,7 @@ import yaml
 from mnemo.user_order import user_key
 from tests.conftest import wait_until
 from tests.support.ledger import Tally, data_dir_tally
+from tests.support.probes import chat_as
 from tests.support.process import MnemoProcess
 from tests.support.redis_server import RedisServer
 from tests.support.upstream import ScriptedUpstream
@@ -59,17 +59,6 @@ def configure(process: MnemoProcess, **sections: dict[str, Any]) -> None:
     process.config.write_text(yaml.safe_dump(config))
 
 
-def send(process: MnemoProcess, user: str, text: str) -> str:
-    response = httpx.post(
-        process.base_url + "/chat/completions",
-        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
-        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.headers["x-mnemo-request-id"])
-
-
 def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
     mnemo_process: MnemoProcess, upstream: ScriptedUpstream, redis_server: RedisServer
 ) -> None:
@@ -78,7 +67,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
     sent: dict[str, str] = {}
     for index in range(3):
         for user, facts in FACTS.items():
-            sent[send(mnemo_process, user, facts[index])] = user
+            sent[chat_as(mnemo_process.base_url, user, facts[index])] = user
     wait_until(lambda: len(upstream.of_task("extract")) >= 2, timeout=30)
     assert mnemo_process.process is not None
     mnemo_process.process.send_signal(signal.SIGKILL)  # mid-job: an extraction answer is pending

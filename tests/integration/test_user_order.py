@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as redis_async
 from arq.jobs import deserialize_job
@@ -23,6 +22,7 @@ from mnemo.queue import Exchange, ExchangeMessage, SideNote, encode_exchange, en
 from mnemo.user_order import DRAIN_JOB, LEASE_MS, UserOrder, epoch_ms, user_key
 from tests.conftest import REDIS_URL, wait_until
 from tests.support.ledger import thread_tally
+from tests.support.probes import chat_as
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
 
@@ -222,7 +222,7 @@ def test_one_users_dead_claim_delays_neither_other_users_nor_itself_for_long(
     try:
         mnemo.call(plant_dead_claim)
         for user in (stuck, free):
-            sent[chat_id(mnemo, user, f"I am {user}")] = user
+            sent[chat_as(mnemo.url + "/v1", user, f"I am {user}")] = user
         of_stuck = {k: v for k, v in sent.items() if v == stuck}
         wait_until(lambda: thread_tally(mnemo, {k: v for k, v in sent.items() if v == free}).stored == 1, 20)
         # Not behind the stuck user's lease: applied while the dead claim still holds that user.
@@ -232,17 +232,6 @@ def test_one_users_dead_claim_delays_neither_other_users_nor_itself_for_long(
     finally:
         mnemo.stop()
     assert held_while_free_applied and stuck_applied_early == 0
-
-
-def chat_id(mnemo: MnemoThread, user: str, text: str) -> str:
-    response = httpx.post(
-        mnemo.url + "/v1/chat/completions",
-        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
-        headers={"X-Mnemo-User-Id": user},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.headers["x-mnemo-request-id"])
 
 
 async def test_a_scheduled_drain_keeps_its_place_however_long_it_waits_and_a_lost_one_is_replaced(

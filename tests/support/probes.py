@@ -263,6 +263,19 @@ def drained(mnemo: MnemoThread, redis_client: redis_sync.Redis, user: str) -> bo
     )
 
 
+def chat_as(api_url: str, user: str, text: str, timeout: float = 20) -> str:
+    """One non-streaming chat as ``user`` to the Mnemo whose /v1 base is ``api_url``; it must be
+    answered. Returns the request id it was recorded under."""
+    response = httpx.post(
+        api_url + "/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": text}]},
+        headers={"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-client"},
+        timeout=timeout,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.headers["x-mnemo-request-id"])
+
+
 def recorded_exchange(redis_client: redis_sync.Redis, request_id: str, timeout: float = 20.0) -> Exchange:
     """The exchange the gateway enqueued for a request, as a worker of this process took it."""
     return wait_until(lambda: SEEN_BY_WORKERS.get(request_id), timeout)
