@@ -245,8 +245,8 @@ def assert_no_trace(
     stored, looked at once the gateway is done with them. Nothing enqueued means nothing for a
     worker to extract or store later either."""
     wait_until_done_with(mnemo, before, requests)
+    # The enqueue counter, not the arq queue: a drain of an earlier user may still be finishing there.
     assert enqueued(mnemo) == before.enqueued
-    assert redis_client.zcard(mnemo.settings.redis.queue_name) == 0
     if request_id is not None:
         queue = mnemo.settings.redis.queue_name
         assert redis_client.zscore(user_key(queue, "seen", user), request_id) is None
