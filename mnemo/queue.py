@@ -147,7 +147,7 @@ class ExchangeQueue:
         self._queue_name = queue_name
         self._timeout_s = timeout_s
         self._pool: ArqRedis | None = None
-        self.order = UserOrder(prefix=queue_name, queue_name=queue_name)
+        self.order = UserOrder(queue_name)
 
     @classmethod
     async def connect(cls, redis: RedisSettings, queue_name: str) -> ExchangeQueue:

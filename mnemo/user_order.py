@@ -275,10 +275,13 @@ async def run_script(redis: Any, script: str, *args: Any) -> Any:
 
 @dataclass(frozen=True)
 class UserOrder:
-    """The scripts above, bound to one deployment's prefix and arq queue."""
+    """The scripts above, bound to one deployment's arq queue, whose name prefixes every key."""
 
-    prefix: str
     queue_name: str
+
+    @property
+    def prefix(self) -> str:
+        return self.queue_name
 
     async def enqueue(
         self,

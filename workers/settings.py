@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from arq import Worker
@@ -163,36 +164,43 @@ def drain_budget_s(job_timeout_s: float) -> float:
     return min(DRAIN_BUDGET_S, job_timeout_s / 3)
 
 
+def writer_factory(
+    settings: Settings, core: Core, extractor: Extractor | None, redis: Any
+) -> Callable[[MemoryStore], MemoryWriter]:
+    """A MemoryWriter per exchange (each over its own fenced store, workers.drain); what does not
+    change between exchanges, the retention policy among it, is built once here."""
+    retention = RetentionPolicy(settings.retention)
+    extraction = settings.extraction
+
+    def make_writer(store: MemoryStore) -> MemoryWriter:
+        return MemoryWriter(
+            store,
+            core.embedder,
+            extractor,
+            extraction.effective_mode,
+            extraction.similar_limit,
+            limits=settings.limits,
+            redis=redis,
+            queue_name=settings.redis.queue_name,
+            retention=retention,
+            raw_filter=extraction.raw_filter,
+        )
+
+    return make_writer
+
+
 def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None = None, burst: bool = False) -> Worker:
     """``core`` is shared with the gateway under ``mnemo up``; otherwise the worker opens its own."""
     waits = JobWaits()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        own_core = core is None
+        ctx["own_core"] = core is None
         ctx["core"] = core or await open_core(settings)
-        ctx["own_core"] = own_core
-        extractor = build_extractor(settings, waits)
-        ctx["extractor"] = extractor
+        ctx["extractor"] = extractor = build_extractor(settings, waits)
         ctx["waits"] = waits
-        mode = settings.extraction.effective_mode
-        logger.info("worker extraction mode: %s", mode)
-
-        def make_writer(store: MemoryStore) -> MemoryWriter:
-            return MemoryWriter(
-                store,
-                ctx["core"].embedder,
-                extractor,
-                mode,
-                settings.extraction.similar_limit,
-                limits=settings.limits,
-                redis=ctx["redis"],
-                queue_name=settings.redis.queue_name,
-                retention=RetentionPolicy(settings.retention),
-                raw_filter=settings.extraction.raw_filter,
-            )
-
-        ctx["make_writer"] = make_writer
-        ctx["order"] = order = UserOrder(prefix=settings.redis.queue_name, queue_name=settings.redis.queue_name)
+        logger.info("worker extraction mode: %s", settings.extraction.effective_mode)
+        ctx["make_writer"] = writer_factory(settings, ctx["core"], extractor, ctx["redis"])
+        ctx["order"] = order = UserOrder(settings.redis.queue_name)
         ctx["retry_base_delay_s"] = settings.worker.retry_base_delay_s
         ctx["drain_budget_s"] = drain_budget_s(settings.worker.job_timeout_s)
         ctx["max_failures"] = settings.worker.max_tries

@@ -28,6 +28,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from tests.conftest import wait_until
+from tests.support.api_replies import SCRIPTED_RESPONSE_EVENT_TYPES
 from tests.support.process import MnemoProcess
 from tests.support.servers import ServerThread
 from tests.support.upstream import ScriptedUpstream
@@ -271,18 +272,6 @@ def test_vercel_ai_sdk_stream_text_route_streams_and_remembers(
 
 # --- the Responses API and Anthropic's Messages API -------------------------------------------
 
-RESPONSE_EVENTS = [
-    "response.created",
-    "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    *["response.output_text.delta"] * 4,
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
-]
-
 
 def test_vercel_ai_sdk_default_provider_streams_and_generates_through_the_responses_api_and_remembers(
     mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
@@ -303,7 +292,7 @@ def test_openai_node_sdk_responses_stream_arrives_event_by_event_and_remembers(
     mnemo: MnemoProcess, upstream: ScriptedUpstream, node_clients: Path
 ) -> None:
     first = run_node(node_clients, "openai_responses.js", mnemo.base_url, "jay", FACT)
-    assert first["types"] == RESPONSE_EVENTS
+    assert first["types"] == SCRIPTED_RESPONSE_EVENT_TYPES
     assert_streamed(first["pieces"], f"Echo: {FACT}")
 
     remembered(mnemo, "jay")

@@ -11,6 +11,7 @@ import openai
 import pytest
 import redis as redis_sync
 
+from tests.support.api_replies import SCRIPTED_RESPONSE_EVENT_TYPES
 from tests.support.probes import (
     EAGER_MEMORY,
     Gateways,
@@ -24,18 +25,6 @@ from tests.support.probes import (
 )
 from tests.support.servers import MnemoThread
 from tests.support.upstream import Failure, ScriptedUpstream
-
-EVENT_TYPES = [
-    "response.created",
-    "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    *["response.output_text.delta"] * 4,
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
-]
 
 
 @pytest.fixture
@@ -62,7 +51,7 @@ def test_a_response_remembers_its_input_and_a_later_stream_gets_it_in_instructio
         model="gpt-test", input=question, instructions="Be brief.", stream=True
     )
     events = list(raw.parse())
-    assert [event.type for event in events] == EVENT_TYPES
+    assert [event.type for event in events] == SCRIPTED_RESPONSE_EVENT_TYPES
     deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
     assert "".join(deltas) == f"Echo: {question}" and len(deltas) == 4
     completed = events[-1]

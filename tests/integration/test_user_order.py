@@ -37,7 +37,7 @@ async def redis() -> AsyncIterator[Any]:
 @pytest.fixture
 def order() -> UserOrder:
     queue = f"mnemo:order-test:{uuid.uuid4().hex[:8]}"
-    return UserOrder(prefix=queue, queue_name=queue)
+    return UserOrder(queue)
 
 
 def exchange(user: str, text: str, *, started_ago_s: float = 0.0) -> Exchange:
@@ -272,9 +272,7 @@ def test_an_exchange_queued_by_an_earlier_version_is_moved_into_its_users_list_a
 
 async def test_two_deployments_sharing_a_redis_database_never_share_a_drain_job(redis: Any) -> None:
     """arq's job keys are not kept apart by queue: the drain's job id names its queue."""
-    first, second = (
-        UserOrder(prefix=name, queue_name=name) for name in (f"q1-{uuid.uuid4().hex}", f"q2-{uuid.uuid4().hex}")
-    )
+    first, second = (UserOrder(name) for name in (f"q1-{uuid.uuid4().hex}", f"q2-{uuid.uuid4().hex}"))
     await enqueue_exchange(redis, first, exchange("ivy", "one"))
     await enqueue_exchange(redis, second, exchange("ivy", "one"))
     (one,), (two,) = await queued_jobs(redis, first), await queued_jobs(redis, second)

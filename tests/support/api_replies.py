@@ -104,6 +104,21 @@ def responses_events(body: dict[str, Any], response_id: str, pieces: list[str]) 
     return [typed_event({**event, "sequence_number": number}) for number, event in enumerate(events)]
 
 
+# The event types a client sees for one streamed Responses reply of the scripted upstream's
+# default 4 chunks, in order.
+SCRIPTED_RESPONSE_EVENT_TYPES = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * 4,
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
 def responses_error(status: int) -> str:
     return json.dumps({"error": {"message": f"scripted {status}", "type": "scripted", "param": None, "code": None}})
 
