@@ -23,7 +23,6 @@ from gateway.access import KeyAuth, check_exposure
 from gateway.chat import chat_completions
 from gateway.errors import GatewayError, error_response, memory_unavailable
 from gateway.health import healthz, list_models, readyz
-from gateway.injection import build_token_counter
 from gateway.limits import BodyBudget, BodyBudgetMiddleware
 from gateway.memory.routes import memory_routes
 from gateway.messages import messages
@@ -45,6 +44,7 @@ from mnemo.outbox import Outbox
 from mnemo.queue import ExchangeQueue, redis_settings
 from mnemo.retrieval import Retriever
 from mnemo.runtime import Core, open_core
+from mnemo.tokens import CL100K
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +115,13 @@ async def build_services(
         openai_upstream=OpenAICompatibleUpstream(http, transport),
         litellm_upstream=LiteLLMUpstream(),
         core=core,
-        retriever=Retriever(core.embedder, core.store),
+        retriever=Retriever(
+            core.embedder, core.store, without_speaker_names=settings.memory.search_without_speaker_names
+        ),
         queue=queue,
         recorder=recorder,
         metrics=metrics,
-        count_tokens=build_token_counter(),
+        count_tokens=CL100K,  # loads tiktoken only for a memory stored without its count
     )
 
 

@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse
 from gateway.services import Services
 
 READY_TIMEOUT_S = 2.0
-READY_PROBE_TEXTS = ["mnemo readiness probe", "ok"]
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -41,8 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def _embed_probe(services: Services) -> None:
-    # Two texts: a single one may be answered from the query cache without running the model.
-    await services.core.embedder.embed(READY_PROBE_TEXTS)
+    await services.core.embedder.probe()
 
 
 async def _missing_queue() -> None:

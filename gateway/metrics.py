@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 from mnemo.job_metrics import DURATION_BUCKETS, SKIP_REASONS, JobTotals
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
+# Up to memory.retrieval_ceiling_ms's default: a chat may wait that long behind a busy embedder.
+RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
 INJECTED_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 25, 50, 100)
 # Counters the code increments by name; label names are sorted (the order /metrics shows them in).
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -12,12 +12,14 @@ from gateway.injection import select_memories
 from gateway.services import Services
 from mnemo.messages import build_query
 from mnemo.models import ScoredMemory
+from mnemo.retrieval import OVERLOADED, STALLED, Budget
 
 STATUS_HEADER = "x-mnemo-memory-status"
-# Retrieval's failure (a timeout, or the exception's type name) as the header names it: a small
-# fixed set, so the status is also a bounded metric label.
+# Retrieval's failure (a dependency that stalled, overload, or the exception's type name) as the
+# header names it: a small fixed set, so the status is also a bounded metric label.
 SKIP_REASONS = {
-    "timeout": "timeout",
+    STALLED: "timeout",
+    OVERLOADED: "overloaded",
     "EmbedderError": "embedder_error",
     "StoreError": "store_error",
     "StoreMismatchError": "store_error",
@@ -45,7 +47,10 @@ async def recall(services: Services, context: MemoryContext, messages: list[Any]
         query,
         limit=memory.top_k,
         threshold=memory.score_threshold,
-        timeout_s=memory.retrieval_timeout_ms / 1000,
+        budget=Budget(
+            stall_s=memory.retrieval_timeout_ms / 1000,
+            ceiling_s=max(memory.retrieval_ceiling_ms, memory.retrieval_timeout_ms) / 1000,
+        ),
     )
     if retrieval.failure:
         services.metrics.inc("mnemo_retrieval_fail_open_total", reason=retrieval.failure)

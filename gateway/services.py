@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from gateway.injection import TokenCounter
 from gateway.metrics import Metrics
 from gateway.providers import LiteLLMUpstream
 from gateway.recorder import ExchangeRecorder
@@ -15,6 +14,7 @@ from mnemo.config import Settings
 from mnemo.queue import ExchangeQueue
 from mnemo.retrieval import Retriever
 from mnemo.runtime import Core
+from mnemo.tokens import TokenCounter
 
 
 @dataclass

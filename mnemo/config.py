@@ -146,7 +146,17 @@ class MemorySettings(_Section):
     retrieval_timeout_ms: int = Field(
         default=150,
         gt=0,
-        description="Time budget for retrieval; past it the request goes on without memory (fail-open).",
+        description="How long retrieval waits on a dependency that shows no progress (the query embedder neither "
+        "finishing nor computing a forward pass, a store search or embeddings call not answering) before taking it "
+        "to be down: the request goes on without memory (skipped:timeout). Waiting behind other chats' queries that "
+        "keep finishing is not counted here.",
+    )
+    retrieval_ceiling_ms: int = Field(
+        default=2000,
+        gt=0,
+        description="Most time retrieval takes, waiting in a busy query embedder's queue included (never less than "
+        "retrieval_timeout_ms): past it, or at once when the queries ahead cannot be embedded within it, the request "
+        "goes on without memory (skipped:overloaded).",
     )
     # Earlier messages joined to the latest user message so a short follow-up is searchable.
     query_context_messages: int = Field(
@@ -179,8 +189,14 @@ class MemorySettings(_Section):
     speaker_boost: float = Field(
         default=1.0,
         ge=0.0,
-        description="When a query names exactly one speaker of the memories found (metadata.speaker, e.g. imported "
-        "conversations), their distance to a perfect score shrinks by 1 + this, then results are re-ranked; 0 is off.",
+        description="When a query is about one speaker of the memories found (metadata.speaker, e.g. imported "
+        "conversations: the one it names, or the first of several named apart), their distance to a perfect score "
+        "shrinks by 1 + this, then results are re-ranked; 0 is off.",
+    )
+    search_without_speaker_names: bool = Field(
+        default=True,
+        description="When a query names speakers of the memories found, search by meaning a second time with the "
+        "names replaced by 'someone', so the speaker boost, not the name's words, decides whose memories rank first.",
     )
 
 
@@ -204,6 +220,14 @@ class EmbedderSettings(_Section):
             "kind=local with activations=int8, texts being stored: 'mixed' keeps the first layer's "
             "feed-forward output product in float32 (vectors nearer the float32 model's, ~10% more time per "
             "text, off the chat path); 'int8' embeds them like queries."
+        ),
+    )
+    model_cache_dir: str | None = Field(
+        default=None,
+        description=(
+            "kind=local, activations=int8: where the model's fused graphs are built once (in a child process) "
+            "and kept, to be mapped by every later start; unset: $XDG_CACHE_HOME/mnemo or ~/.cache/mnemo. "
+            "Unwritable: a private temporary directory, rebuilt at each start."
         ),
     )
 

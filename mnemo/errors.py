@@ -3,6 +3,7 @@
 MnemoError
  ├── ConfigError          settings that cannot be used
  ├── EmbedderError        the embedder failed or does not match the store
+ │    └── EmbedderOverloaded   the query embedder cannot answer by the caller's deadline
  ├── StoreError           the vector store failed
  │    └── StoreMismatchError   the collection was built by another embedder
  ├── QueueError           an exchange could not be enqueued
@@ -20,6 +21,10 @@ class ConfigError(MnemoError):
 
 
 class EmbedderError(MnemoError):
+    pass
+
+
+class EmbedderOverloaded(EmbedderError):
     pass
 
 

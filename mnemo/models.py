@@ -59,6 +59,11 @@ class Memory(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # When retention erases it (mnemo.retention); None: kept. Stores never return it after that.
     expires_at: datetime | None = None
+    # cl100k tokens of the memory's line in the injected block (mnemo.memory_line.count_line_tokens),
+    # set by whoever sets the text, so the gateway budgets it without loading a token encoder.
+    # None: stored before counts were (the gateway counts it). Kept out of the API's JSON: the
+    # stores write it into the payload themselves (mnemo.store.payload).
+    line_tokens: int | None = Field(default=None, exclude=True)
 
     @property
     def is_valid(self) -> bool:

@@ -22,6 +22,7 @@ from mnemo.errors import ConfigError
 from mnemo.llm import import_litellm, uses_litellm
 from mnemo.queue import redis_settings
 from mnemo.runtime import Core, open_core
+from mnemo.tokens import CL100K
 from mnemo_cli.protocol import ConnectionLimits, limited_protocol
 from workers.settings import build_worker
 
@@ -129,6 +130,9 @@ async def run_up(settings: Settings) -> None:
 async def serve_with_worker(settings: Settings, core: Core, redis: RedisSettings) -> None:
     if uses_litellm(settings.extraction):
         import_litellm()  # a multi-second synchronous import: do it before the gateway serves requests
+    # The worker counts the line of every memory it stores (mnemo.tokens): load the encoder now, as
+    # its first exchange would, so ready means ready and the first chat does not wait for it.
+    CL100K.load()
     worker = build_worker(settings, redis, core=core)
     worker_task = asyncio.create_task(worker.async_run(), name="mnemo-worker")
     server = uvicorn_server(settings, core, redis)

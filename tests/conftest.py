@@ -15,13 +15,11 @@ import pytest
 import redis as redis_sync
 
 from mnemo.config import Settings
-from tests.support.model_cache import share_built_graphs
 from tests.support.servers import ServerThread, free_port
 from tests.support.ssl_cache import share_default_ssl_context
 from tests.support.upstream import ScriptedUpstream
 
 REDIS_URL = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-share_built_graphs()  # each Mnemo a test starts loads the bundled model in a third of the time
 share_default_ssl_context()  # and each HTTP client it or a test makes skips reloading the CA bundle
 
 

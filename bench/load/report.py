@@ -25,6 +25,7 @@ def render(results: dict[str, Any]) -> str:
         f"| requests | {results['requests']} ({results['requests_per_s']}/s) |",
         f"| errors | {results['errors']} {results['error_kinds'] or ''} |",
         f"| 5xx | {results['status_5xx']} |",
+        f"| chats answered without their memories | {skipped(results)} |",
         f"| exchanges sent / stored | {results['exchanges_sent']} / {results['exchanges_stored']} |",
         f"| lost | {results['exchanges_lost']} |",
         f"| duplicated memories | {results['memories_duplicated']} |",
@@ -43,10 +44,24 @@ def render(results: dict[str, Any]) -> str:
         row("unix sockets (the queue's Redis pool)", [s["unix_sockets"] for s in snapshots]),
         row("threads", [s["threads"] for s in snapshots]),
         "",
+        f"RSS after the soak ÷ at ready (cold start): {after['rss_mb'] / cold['rss_mb']:.2f} (goal ≤ 1.3; issue 25).",
+        "",
         f"File descriptors by kind, before: {fd_list(before)}; after: {fd_list(after)}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def skipped(results: dict[str, Any]) -> str:
+    """From each answer's X-Mnemo-Memory-Status: how many said ``skipped:<reason>``, and why."""
+    status: dict[str, int] = results.get("memory_status", {})
+    answered = sum(status.values())
+    reasons = {key: n for key, n in status.items() if key.startswith("skipped")}
+    if not answered:
+        return "not counted"
+    share = 100 * sum(reasons.values()) / answered
+    detail = ", ".join(f"{key} {n}" for key, n in sorted(reasons.items()))
+    return f"{sum(reasons.values())} of {answered} ({share:.2f}%){' — ' + detail if detail else ''}"
 
 
 def backlog(results: dict[str, Any]) -> str:

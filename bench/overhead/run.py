@@ -4,8 +4,10 @@
     .venv/bin/python -m bench.overhead.run --apis chat responses messages   # -> overhead-apis.*
 
 One run starts a scripted upstream, a real ``mnemo up`` (embedded Redis, Qdrant Edge, the
-bundled embedder; the user holds 1,000 memories) and the LiteLLM proxy, then measures every
-target round by round, interleaved, at concurrency 1, 16 and 64, streaming and not. Writes
+bundled embedder; the user holds 1,000 memories), the production shape (``mnemo serve`` and a
+worker in its own process on a redis-server of the bench's own: target ``serve-on``, chat only
+unless ``--serve-apis``) and the LiteLLM proxy, then measures every target round by round,
+interleaved, at concurrency 1, 16 and 64, streaming and not. Writes
 bench/results/overhead.{json,md,png}. ``--apis`` adds OpenAI's Responses API and Anthropic's
 Messages API as request kinds, measured the same way and interleaved with the chat rows in each
 round (written to overhead-apis.{json,md} unless ``--name`` says otherwise).
@@ -40,6 +42,16 @@ logger = logging.getLogger("bench.overhead")
 USER = "bench-user"
 SEEDED = 1000
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+TARGETS = ["direct", "mnemo-off", "mnemo-read", "mnemo-on", "serve-on", "litellm"]
+MNEMO_TARGETS = {"mnemo-off", "mnemo-read", "mnemo-on", "serve-on"}  # scraped, and drained after each block
+
+
+SERVE_SETUP = (
+    "mnemo serve (the gateway alone, its own Qdrant Edge store holding the seeded memories) + "
+    "mnemo worker's code in its own process (bench.overhead.edge_worker, another Qdrant Edge store) + "
+    "a redis-server of the bench's own, embedder.threads=1 in each; no Qdrant server here, and neither "
+    "local store can be shared by two processes"
+)
 
 
 def credential(api: Api, key: str) -> dict[str, str]:
@@ -47,7 +59,9 @@ def credential(api: Api, key: str) -> dict[str, str]:
     return {"x-api-key": key, **ANTHROPIC_VERSION} if api.name == "messages" else {"authorization": f"Bearer {key}"}
 
 
-def build_targets(upstream: str, mnemo: str, litellm: str, names: list[str], api: Api = CHAT) -> list[Target]:
+def build_targets(
+    upstream: str, mnemo: str, litellm: str, names: list[str], api: Api = CHAT, serve: str = ""
+) -> list[Target]:
     def via_mnemo(mode: str) -> dict[str, str]:
         return credential(api, "sk-client") | {"x-mnemo-user-id": USER, "x-mnemo-memory": mode}
 
@@ -56,6 +70,7 @@ def build_targets(upstream: str, mnemo: str, litellm: str, names: list[str], api
         Target("mnemo-off", mnemo + "/v1", via_mnemo("off"), api),
         Target("mnemo-read", mnemo + "/v1", via_mnemo("read"), api),
         Target("mnemo-on", mnemo + "/v1", via_mnemo("on"), api),
+        Target("serve-on", serve + "/v1", via_mnemo("on"), api),
         Target("litellm", litellm + "/v1", credential(api, targets.MASTER_KEY), api),
     ]
     return [target for target in every if target.name in names]
@@ -91,11 +106,16 @@ def wait_for_queue(mnemo_url: str, timeout_s: float = 120) -> float:
 
 
 async def measure(
-    target: Target, service: targets.Service, stream: bool, concurrency: int, count: int, questions: Iterator[str]
+    target: Target,
+    service: targets.Deployment,
+    stream: bool,
+    concurrency: int,
+    count: int,
+    questions: Iterator[str],
 ) -> tuple[Block, dict[str, Any]]:
-    is_mnemo = target.name.startswith("mnemo")
+    is_mnemo = target.name in MNEMO_TARGETS
     before_metrics = scrape(service.url) if is_mnemo else {}
-    cpu_before, _ = service.usage()
+    before = service.usage()
     async with new_client(concurrency) as client:
         block = await run_block(client, target, bodies(stream, questions, target.api), count, concurrency)
     extra: dict[str, Any] = {}
@@ -110,9 +130,20 @@ async def measure(
         )
         spent = after["mnemo_retrieval_duration_seconds_sum"] - before_metrics["mnemo_retrieval_duration_seconds_sum"]
         extra["retrieval_ms_mean"] = round(spent * 1000 / observed, 3) if observed else None
-    cpu_after, rss = service.usage()
-    extra["cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / max(1, len(block.total_ms)), 3)
-    extra["rss_mb"] = round(rss / 2**20, 1)
+    after_usage = service.usage()
+    done = max(1, len(block.total_ms))
+    processes = {
+        role: {
+            "cpu_ms_per_request": round((cpu - before[role][0]) * 1000 / done, 3),
+            "rss_mb": round(rss / 2**20, 1),
+        }
+        for role, (cpu, rss) in after_usage.items()
+    }
+    # The target's cost is every process serving it, as mnemo up's includes its worker and Redis.
+    extra["cpu_ms_per_request"] = round(sum(p["cpu_ms_per_request"] for p in processes.values()), 3)
+    extra["rss_mb"] = round(sum(p["rss_mb"] for p in processes.values()), 1)
+    if len(processes) > 1:
+        extra["processes"] = processes
     return block, extra
 
 
@@ -136,7 +167,7 @@ def block_record(
     }
 
 
-async def run_rounds(args: argparse.Namespace, plan: list[tuple[Target, targets.Service]]) -> list[dict[str, Any]]:
+async def run_rounds(args: argparse.Namespace, plan: list[tuple[Target, targets.Deployment]]) -> list[dict[str, Any]]:
     questions = iter(facts.unique_questions(10_000_000 if not args.quick else 100_000))
     for target, service in plan:  # warm-up: connections, caches, JIT-free but lazy imports
         for stream in (False, True):
@@ -171,7 +202,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=150, help="requests per block (at least 4 x concurrency)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--targets", nargs="+", default=["direct", "mnemo-off", "mnemo-read", "mnemo-on", "litellm"])
+    parser.add_argument("--targets", nargs="+", default=TARGETS, choices=TARGETS)
     parser.add_argument(
         "--apis", nargs="+", default=["chat"], choices=list(BY_NAME), help="model APIs to send (default: chat only)"
     )
@@ -181,6 +212,13 @@ def parse_args() -> argparse.Namespace:
         default=list(BY_NAME),
         choices=list(BY_NAME),
         help="the APIs the LiteLLM proxy is measured on (leave out one it does not serve)",
+    )
+    parser.add_argument(
+        "--serve-apis",
+        nargs="+",
+        default=["chat"],
+        choices=list(BY_NAME),
+        help="the APIs the production shape (serve-on) is measured on (default: chat; relaying costs the same on each)",
     )
     parser.add_argument(
         "--name", default=None, help="results file name (default: overhead, or overhead-apis with --apis beyond chat)"
@@ -207,22 +245,31 @@ def main() -> None:
     litellm_python = venvs.litellm_python() if "litellm" in args.targets else None
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         workdir = Path(tmp)
-        services: list[targets.Service] = []
+        services: list[targets.Service | targets.Deployment] = []
         try:
             up = targets.upstream(workdir, args.chunks, args.first_chunk_ms, args.chunk_ms).start()
             services.append(up)
             mnemo = targets.mnemo(workdir, up.url, args.redis_url, targets.NO_WRITE_QUOTA).start()
             services.append(mnemo)
             seed_memories(mnemo.url)
+            serve = None
+            if "serve-on" in args.targets:
+                serve = targets.serve_shape(workdir, up.url, targets.NO_WRITE_QUOTA)
+                services.append(serve)  # stopped whole, even if it fails half-started
+                serve.start()
+                seed_memories(serve.url)
             proxy = targets.litellm(workdir, litellm_python, up.url).start() if litellm_python else None
             if proxy:
                 services.append(proxy)
-            by_name = {"direct": up, "litellm": proxy}
+            by_name = {"direct": up.deployment(), "serve-on": serve, "litellm": proxy and proxy.deployment()}
+            served_on = {"litellm": args.litellm_apis, "serve-on": args.serve_apis}
             plan = [
-                (t, by_name.get(t.name) or mnemo)
+                (t, by_name.get(t.name) or mnemo.deployment())
                 for api in (BY_NAME[name] for name in args.apis)
-                for t in build_targets(up.url, mnemo.url, proxy.url if proxy else "", args.targets, api)
-                if t.name != "litellm" or api.name in args.litellm_apis
+                for t in build_targets(
+                    up.url, mnemo.url, proxy.url if proxy else "", args.targets, api, serve.url if serve else ""
+                )
+                if api.name in served_on.get(t.name, [api.name])
             ]
             records = asyncio.run(run_rounds(args, plan))
             memories = len(httpx.get(f"{mnemo.url}/v1/memories", params={"user_id": USER, "limit": 500}).json()["data"])
@@ -236,10 +283,12 @@ def main() -> None:
         "concurrency": args.concurrency,
         "apis": args.apis,
         "litellm_apis": [api for api in args.apis if api in args.litellm_apis] if litellm_python else [],
+        "serve_apis": [api for api in args.apis if api in args.serve_apis] if "serve-on" in args.targets else [],
         "seeded_memories": SEEDED,
         "memories_listed_at_end_capped_500": memories,
         "mnemo": "mnemo up subprocess, embedder.threads=1, "
         + ("redis " + args.redis_url if args.redis_url else "embedded Redis"),
+        "serve": SERVE_SETUP if "serve-on" in args.targets else None,
         "litellm": "litellm[proxy]==1.108.7, 1 worker, master key, telemetry off" if litellm_python else None,
     }
     result = report.build(records, setup, started, stats.machine())

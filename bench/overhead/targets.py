@@ -1,6 +1,8 @@
 """The processes under test, each on 127.0.0.1 with its own port: the scripted upstream, a real
-``mnemo up``, and the LiteLLM proxy (from its own virtualenv). Each exposes its pid so the bench
-can read the CPU time and RSS of the process and its children."""
+``mnemo up``, the production shape (``mnemo serve``, a worker in its own process and a
+redis-server of the bench's own), and the LiteLLM proxy (from its own virtualenv). Each exposes its
+pid so the bench can read the CPU time and RSS of the process and its children; a target served by
+several processes (a ``Deployment``) is read process by process."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import redis
 import yaml
 
 from tests.support.servers import free_port
@@ -41,6 +45,7 @@ class Service:
     ready_path: str
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    probe: Callable[[], bool] | None = None  # readiness, for a process with no HTTP port (else ready_path)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +64,8 @@ class Service:
         return self
 
     def ready(self) -> bool:
+        if self.probe is not None:
+            return self.probe()
         try:
             return httpx.get(self.url + self.ready_path, timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -78,6 +85,9 @@ class Service:
                 continue
         return cpu, float(rss)
 
+    def deployment(self) -> Deployment:
+        return Deployment(self.url, {self.name: self})
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -87,6 +97,33 @@ class Service:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The processes that serve one target, by role (``gateway``, ``worker``, ``redis``), and the URL
+    its requests and ``/metrics`` go to. A single process is a deployment of one."""
+
+    url: str
+    processes: dict[str, Service]
+
+    def usage(self) -> dict[str, tuple[float, float]]:
+        """CPU seconds and RSS bytes of each role (each with its children)."""
+        return {role: service.usage() for role, service in self.processes.items()}
+
+    def start(self) -> Deployment:
+        """In order; on a failure the ones already started are stopped."""
+        try:
+            for service in self.processes.values():
+                service.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for service in reversed(self.processes.values()):
+            service.stop()
 
 
 def upstream(workdir: Path, chunks: int, first_chunk_ms: float, chunk_ms: float) -> Service:
@@ -101,11 +138,12 @@ def upstream(workdir: Path, chunks: int, first_chunk_ms: float, chunk_ms: float)
 NO_WRITE_QUOTA = {"limits": {"memories_per_user_per_minute": 0}}
 
 
-def mnemo(workdir: Path, upstream_url: str, redis_url: str | None, extra: dict[str, Any] | None = None) -> Service:
+def mnemo_config(
+    data_dir: Path, port: int, upstream_url: str, redis_url: str | None, extra: dict[str, Any] | None
+) -> dict[str, Any]:
     """``extra``: more top-level sections of the config (e.g. NO_WRITE_QUOTA)."""
-    port = free_port()
-    config = {
-        "data_dir": str(workdir / "mnemo-data"),
+    return {
+        "data_dir": str(data_dir),
         "server": {"port": port},
         "models": [
             {"name": "*", "provider": "openai", "base_url": upstream_url + "/v1", "api_key": "sk-up"},
@@ -116,10 +154,66 @@ def mnemo(workdir: Path, upstream_url: str, redis_url: str | None, extra: dict[s
         "redis": {"url": redis_url},
         **(extra or {}),
     }
+
+
+def mnemo(workdir: Path, upstream_url: str, redis_url: str | None, extra: dict[str, Any] | None = None) -> Service:
+    """``mnemo up``: gateway and worker in one process, the embedded Redis unless ``redis_url``."""
+    port = free_port()
     path = workdir / "mnemo.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(mnemo_config(workdir / "mnemo-data", port, upstream_url, redis_url, extra)))
     command = [sys.executable, "-m", "mnemo_cli.main", "--log-level", "WARNING", "up", "--config", str(path)]
     return Service("mnemo", command, port, "/readyz", workdir / "mnemo.log")
+
+
+def redis_server(workdir: Path) -> Service:
+    """A redis-server of the bench's own on a free port (never the shared 6379), nothing persisted."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(workdir)]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    return Service("redis", command, port, "", workdir / "redis.log", probe=answers)
+
+
+def serve_shape(workdir: Path, upstream_url: str, extra: dict[str, Any] | None = None) -> Deployment:
+    """The production shape: a redis-server of its own, ``mnemo serve`` (the gateway alone) and a
+    worker in its own process on that Redis, started in that order by ``Deployment.start``.
+
+    A Qdrant server is not available here and neither local store can be shared by two processes,
+    so the gateway searches a Qdrant Edge store of its own (``mnemo serve`` warns, and runs) and the
+    worker (``bench.overhead.edge_worker``) writes to another one: the gateway's user keeps the
+    memories seeded into it while the worker's stores grow."""
+    queue_server = redis_server(workdir)
+    redis_url = f"redis://127.0.0.1:{queue_server.port}/0"
+    port = free_port()
+    config = mnemo_config(workdir / "serve-gateway-data", port, upstream_url, redis_url, extra)
+    gateway_path = workdir / "serve-gateway.yaml"
+    gateway_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "mnemo_cli.main", "--log-level", "WARNING", "serve", "--config"]
+    gateway = Service("gateway", [*command, str(gateway_path)], port, "/readyz", workdir / "serve-gateway.log")
+
+    worker_config = config | {"data_dir": str(workdir / "serve-worker-data")}
+    worker_path = workdir / "serve-worker.yaml"
+    worker_path.write_text(yaml.safe_dump(worker_config))
+    queue = redis.Redis.from_url(redis_url, socket_timeout=2)
+    health_key = "mnemo:queue:health-check"  # arq's key for the default redis.queue_name
+
+    def worker_polls() -> bool:
+        """arq records its health key on its first poll, after start-up opened the embedder and store."""
+        try:
+            return bool(queue.exists(health_key))
+        except redis.RedisError:
+            return False
+
+    worker_command = [sys.executable, "-m", "bench.overhead.edge_worker", "--config", str(worker_path)]
+    worker = Service("worker", worker_command, 0, "", workdir / "serve-worker.log", probe=worker_polls)
+    return Deployment(gateway.url, {"redis": queue_server, "gateway": gateway, "worker": worker})
 
 
 def litellm(workdir: Path, python: Path, upstream_url: str) -> Service:

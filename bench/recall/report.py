@@ -83,11 +83,11 @@ def loo_lines(raw: dict[str, Any]) -> list[str]:
         "## Leave-one-conversation-out recall@10 (the headline)",
         "",
         f"Every choice ({raw['grid_size']} configurations: what raw mode stores, indexed context, fusion, "
-        "weights, candidate counts, thresholds, recency, date terms, speaker boost) is made on four conversations by "
-        "overall any@10 and "
+        "weights, candidate counts, thresholds, recency, date terms, speaker boost, the second search without "
+        "speaker names and its stand-in word) is made on four conversations by overall any@10 and "
         "scored on the fifth, rotated over all five; the held-out answers pooled per category. *Before*: raw "
-        "mode storing every message, no date terms or speaker boost, choosing among the knobs of the old "
-        "sweep. *In-sample*: the configuration "
+        "mode storing every message, no date terms, speaker boost or search without speaker names, choosing "
+        "among the knobs of the old sweep. *In-sample*: the configuration "
         "best on all five, scored on the same five.",
         "",
         "| | " + " | ".join(GROUPS) + " | per-fold mean ± spread (min–max) |",
@@ -142,8 +142,8 @@ def variant_lines(raw: dict[str, Any]) -> list[str]:
         "",
         "| variant | memories | not statements | only questions | ≤ 3 words | any@10 | "
         + " | ".join(f"{g} @10" for g in GROUPS[:4])
-        + " | tokens mean | search p50 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        + " | tokens mean | evidence injected | search p50 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in variants:
         counts, recall = v["ingest"]["not_statements"], v["recall"]
@@ -155,6 +155,7 @@ def variant_lines(raw: dict[str, Any]) -> list[str]:
             recall["overall"]["any@10"],
             *[recall[g]["any@10"] if g in recall else "-" for g in GROUPS[:4]],
             v["tokens"]["mean"],
+            v["tokens"].get("evidence_injected", "-"),
             v["search_ms_p50"],
         ]
         lines.append(f"| {v['variant']} | " + " | ".join(str(c) for c in cells) + " |")
@@ -195,7 +196,8 @@ def token_lines(raw: dict[str, Any]) -> list[str]:
     return [
         f"Tokens injected per question (gateway.injection.select_memories, top_k {t['top_k']}, budget "
         f"{t['budget']}, cl100k): mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
-        f"{t['memories_mean']} memories on average.",
+        f"{t['memories_mean']} memories on average; evidence among the injected memories for "
+        f"{t.get('evidence_injected', '-')}% of the questions.",
         "",
     ]
 
@@ -208,14 +210,15 @@ def sweep_lines(sweep: list[dict[str, Any]]) -> list[str]:
         "",
         "| variant | any@1 | any@5 | any@10 | any@20 | mrr | "
         + " | ".join(f"{g} @10" for g in GROUPS[:4])
-        + " | tokens mean |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        + " | tokens mean | evidence injected |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in sweep:
         overall, recall = row["recall"]["overall"], row["recall"]
         cells = [overall[m] for m in ("any@1", "any@5", "any@10", "any@20", "mrr")]
         cells += [recall[g]["any@10"] if g in recall else "-" for g in GROUPS[:4]]
         cells.append(row.get("tokens", {}).get("mean", "-"))
+        cells.append(row.get("tokens", {}).get("evidence_injected", "-"))
         lines.append(f"| {row['variant']} | " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
 

@@ -36,8 +36,8 @@ from bench.recall.baselines import Bm25Index, DenseIndex
 from bench.recall.locomo import Conversation, load
 from bench.recall.loo import in_sample, leave_one_out
 from bench.recall.metrics import Row, Scores
-from gateway.injection import build_token_counter, render_block, select_memories
-from mnemo import raw_filter
+from gateway.injection import render_block, select_memories
+from mnemo import raw_filter, speakers
 from mnemo.config import ExtractionSettings, MemorySettings
 from mnemo.embedding import LocalOnnxEmbedder
 from mnemo.extraction import Extractor
@@ -48,11 +48,13 @@ from mnemo.models import Scope
 from mnemo.queue import Exchange, ExchangeMessage
 from mnemo.raw_filter import RawFilter
 from mnemo.retrieval import Retriever
+from mnemo.store import hybrid
 from mnemo.store import keywords as kw
 from mnemo.store.base import StoreIdentity
 from mnemo.store.edge import EdgeMemoryStore
 from mnemo.store.hybrid import HybridOptions
 from mnemo.store.keywords import context_line
+from mnemo.tokens import build_token_counter
 
 DEPTH = 20
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -116,7 +118,7 @@ def not_statements(texts: list[str]) -> dict[str, int]:
 async def ask(
     conversations: list[Conversation], retriever: Retriever, memory: MemorySettings, counter: Any = None
 ) -> tuple[dict[str, Any], list[Row]]:
-    scores, tokens, injected, latency = Scores(), [], [], []
+    scores, tokens, injected, latency, carried = Scores(), [], [], [], []
     for conversation in conversations:
         scope = Scope(user_id=conversation.sample_id)
         for question in conversation.questions:
@@ -129,6 +131,9 @@ async def ask(
                 chosen = select_memories(hits[: memory.top_k], memory.token_budget, counter)
                 tokens.append(counter(render_block(chosen)) if chosen else 0)
                 injected.append(len(chosen))
+                # Does the model get to see the evidence: a memory injected carries an evidence dia_id.
+                given = {dia for hit in chosen for dia in hit.memory.metadata.get("dia_ids", [])}
+                carried.append(bool(given & question.evidence))
     result: dict[str, Any] = {
         "recall": scores.summary(),
         "per_conversation": scores.per_conversation(),
@@ -142,10 +147,15 @@ async def ask(
             "p95": ordered[int(len(ordered) * 0.95)],
             "max": ordered[-1],
             "memories_mean": round(mean(injected), 2),
+            "evidence_injected": round(100 * mean(carried), 1),
             "top_k": memory.top_k,
             "budget": memory.token_budget,
         }
     return result, scores.rows
+
+
+def retriever(embedder: LocalOnnxEmbedder, store: EdgeMemoryStore, memory: MemorySettings) -> Retriever:
+    return Retriever(embedder, store, without_speaker_names=memory.search_without_speaker_names)
 
 
 def tie_order(score: float, memory_id: str) -> tuple[float, str]:
@@ -190,7 +200,34 @@ NEW_KNOBS: list[tuple[str, dict[str, Any]]] = [
     ("speaker boost 0 (off)", {"speaker_boost": 0.0}),
     ("speaker boost 0.5", {"speaker_boost": 0.5}),
     ("speaker boost 2", {"speaker_boost": 2.0}),
+    ("speaker names kept in the query", {"search_without_speaker_names": False}),
+    ("speaker boost only for one named speaker", {"subject_of_several": False}),
+    ("names replaced by 'they'", {"stand_in": ("they", "their")}),
+    ("names replaced by 'the user'", {"stand_in": ("the user", "the user's")}),
+    ("names left out", {"stand_in": ("", "")}),
 ]
+# Row keys that switch a module constant (not a setting) while the row's questions are asked.
+SWITCHES: dict[str, tuple[Any, str]] = {
+    "stand_in": (speakers, "STAND_IN"),
+    "subject_of_several": (hybrid, "SUBJECT_OF_SEVERAL"),
+}
+
+
+@contextlib.contextmanager
+def switched(changes: dict[str, Any]) -> Iterator[None]:
+    """The row's SWITCHES set for the duration, then the shipped values back."""
+    shipped = {key: getattr(*SWITCHES[key]) for key in changes if key in SWITCHES}
+    try:
+        for key in shipped:
+            setattr(*SWITCHES[key], changes[key])
+        yield
+    finally:
+        for key, value in shipped.items():
+            setattr(*SWITCHES[key], value)
+
+
+def settings_of(changes: dict[str, Any]) -> MemorySettings:
+    return MemorySettings(**{key: value for key, value in changes.items() if key not in SWITCHES})
 
 
 @dataclass(frozen=True)
@@ -246,7 +283,7 @@ async def run_mode(
         try:
             writer = MemoryWriter(store, embedder, extractor, mode)
             result = {"ingest": await ingest(conversations, writer, mode, not args.no_reply_context)}
-            result |= (await ask(conversations, Retriever(embedder, store), memory, build_token_counter()))[0]
+            result |= (await ask(conversations, retriever(embedder, store, memory), memory, build_token_counter()))[0]
         finally:
             await store.close()
             await extractor.llm.aclose()
@@ -266,15 +303,17 @@ async def run_raw(
     variants_out = []
     for number, variant in enumerate(index_variants(args)):
         with tempfile.TemporaryDirectory(prefix="mnemo-recall-") as tmp, date_terms(variant.date_terms):
-            # The old default index is asked as before: without the speaker boost added with it.
-            base: dict[str, Any] = {"speaker_boost": 0.0} if variant.old_default else {}
+            # The old default index is asked as before: without the speaker boost or the second search
+            # without speaker names, both added with it.
+            old: dict[str, Any] = {"speaker_boost": 0.0, "search_without_speaker_names": False}
+            base = old if variant.old_default else {}
             memory = MemorySettings(**base)
             store = open_store(Path(tmp), identity, memory)
             await store.open()
             try:
                 writer = MemoryWriter(store, embedder, None, "raw", raw_filter=variant.raw_filter)
                 ingested = await ingest(conversations, writer, "raw", variant.reply_context)
-                found, rows = await ask(conversations, Retriever(embedder, store), memory, counter)
+                found, rows = await ask(conversations, retriever(embedder, store, memory), memory, counter)
             finally:
                 await store.close()
             overall = found["recall"]["overall"]["any@10"]
@@ -316,11 +355,12 @@ async def sweep(
 ) -> list[dict[str, Any]]:
     rows = []
     for name, changes in [*SWEEP, *NEW_KNOBS]:
-        memory = MemorySettings(**(base | changes))
+        memory = settings_of(base | changes)
         store = open_store(path, identity, memory)
         await store.open()
         try:
-            found, answers = await ask(conversations, Retriever(embedder, store), memory, counter)
+            with switched(changes):
+                found, answers = await ask(conversations, retriever(embedder, store, memory), memory, counter)
         finally:
             await store.close()
         found.pop("per_conversation")

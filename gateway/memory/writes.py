@@ -31,6 +31,7 @@ from gateway.memory.views import list_json, memory_json
 from gateway.memory.write_quota import require_quota_left, take_quota
 from gateway.services import Services
 from mnemo.errors import QueueError
+from mnemo.memory_line import count_lines
 from mnemo.messages import content_text, to_exchange_messages
 from mnemo.models import Action, Memory, MemoryEvent, Scope, derived_id, utcnow
 from mnemo.queue import Exchange, exchange_job_id
@@ -134,10 +135,12 @@ async def store_facts(
     await take_quota(services, scope.user_id, len(facts))
     request_id, now = new_request_id(), utcnow()
     expires = expiry_of(services, scope, metadata, now, expires_at)
+    line_tokens = await count_lines(facts)
     memories = [
         Memory(
             id=derived_id(request_id, str(number), "memory"),
             text=fact,
+            line_tokens=line_tokens[fact],
             **scope.model_dump(),
             created_at=now,
             source_request_id=request_id,
@@ -230,11 +233,14 @@ async def create_memories(request: Request) -> JSONResponse:
     return JSONResponse(list_json([memory_json(m, access) for m in memories]), status_code=201)
 
 
-def successor(old: Memory, text: str, request_id: str, now: datetime, expires_at: datetime | None) -> Memory:
+def successor(
+    old: Memory, text: str, line_tokens: int | None, request_id: str, now: datetime, expires_at: datetime | None
+) -> Memory:
     return old.model_copy(
         update={
             "id": derived_id(request_id, "memory"),
             "text": text,
+            "line_tokens": line_tokens,  # the old text's count would otherwise come along
             "created_at": now,
             "invalid_at": None,
             "superseded_by": None,
@@ -274,8 +280,10 @@ async def apply_correction(
     """``expires_at``: the one asked for (the old version's, unless the request says otherwise)."""
     check_length(text, services.settings.limits.max_memory_chars, "text")
     await take_quota(services, old.user_id, 1)  # a new version is a new memory
+    line_tokens = (await count_lines([text]))[text]
     now = utcnow()
-    new = successor(old, text, new_request_id(), now, expiry_of(services, old.scope, old.metadata, now, expires_at))
+    expires = expiry_of(services, old.scope, old.metadata, now, expires_at)
+    new = successor(old, text, line_tokens, new_request_id(), now, expires)
     event = api_event(new, "UPDATE", old, reason, f"{new.id}:update")
     (vector,) = await services.core.embedder.embed([text])
     await services.core.store.upsert([new], [vector])

@@ -10,17 +10,21 @@ matches are found whatever their cosine, which is the point of the keyword side.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from mnemo import speakers
 from mnemo.config import MemorySettings
 from mnemo.models import Memory, ScoredMemory
 
 Fusion = Literal["rrf", "dbsf", "dense"]
 _SECONDS_PER_DAY = 86400.0
+# A query naming two speakers one after the other is about the first ("What advice does Gina give
+# to Jon?"): the boost goes to that speaker's memories (mnemo.speakers.subject). Off, only a query
+# naming exactly one speaker is boosted. A constant bench/recall switches off to measure it.
+SUBJECT_OF_SEVERAL = True
 
 
 @dataclass(frozen=True)
@@ -94,18 +98,21 @@ def ranked_hits(
 
 
 def named_speaker(hits: Sequence[ScoredMemory], query_text: str) -> str | None:
-    """The one speaker (``metadata.speaker`` of a hit) the query names as a word, if exactly one is."""
-    speakers = {s for hit in hits if isinstance(s := hit.memory.metadata.get("speaker"), str) and s.strip()}
-    named = [s for s in speakers if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", query_text)]
+    """The speaker (``metadata.speaker`` of a hit) the query is about: the one it names, or with
+    SUBJECT_OF_SEVERAL the first of several when the others come later (mnemo.speakers.subject)."""
+    found = speakers.speakers_of(hits)
+    if SUBJECT_OF_SEVERAL:
+        return speakers.subject(query_text, found)
+    named = speakers.named(query_text, found)
     return named[0] if len(named) == 1 else None
 
 
 def apply_speaker_boost(hits: Sequence[ScoredMemory], query_text: str | None, boost: float) -> list[ScoredMemory]:
-    """ "What pets does Nate have?" is answered by what Nate said: when the query names exactly one
-    of the hits' speakers, their memories' distance to a perfect score shrinks by 1 + ``boost``
-    (so scores stay in 0..1 and keep their order among themselves), then the hits are re-ranked.
-    A query naming two speakers ("What do Jon and Gina both like?") or none is left as it is.
-    Only memories with ``metadata.speaker`` (imported conversations) are affected."""
+    """ "What pets does Nate have?" is answered by what Nate said: when the query is about one of
+    the hits' speakers (named_speaker), their memories' distance to a perfect score shrinks by
+    1 + ``boost`` (so scores stay in 0..1 and keep their order among themselves), then the hits are
+    re-ranked. A query about two speakers together ("What do Jon and Gina both like?") or none is
+    left as it is. Only memories with ``metadata.speaker`` (imported conversations) are affected."""
     if not boost or not query_text or not hits:
         return list(hits)
     speaker = named_speaker(hits, query_text)

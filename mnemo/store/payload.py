@@ -29,6 +29,8 @@ from mnemo.store.base import StoreIdentity
 DENSE_VECTOR = "dense"
 # Indexed, so a verbatim twin of a new memory is found without scanning the user's memories.
 TEXT_HASH = "text_hash"
+# Memory.line_tokens: excluded from the model's JSON (an API detail), so written here by name.
+LINE_TOKENS = "line_tokens"
 EXPIRES_TS = "expires_ts"
 # Beyond any datetime (year 9999 is ~2.5e11 s), so invalidation at any real moment sorts below it.
 VALID_TS = 1e15
@@ -63,6 +65,8 @@ def memory_payload(memory: Memory) -> dict[str, Any]:
     payload["valid"] = memory.invalid_at is None
     payload[TEXT_HASH] = text_hash(memory.text)
     payload[EXPIRES_TS] = expiry_ts(memory.expires_at)
+    if memory.line_tokens is not None:
+        payload[LINE_TOKENS] = memory.line_tokens
     return payload
 
 

@@ -71,9 +71,11 @@ def test_a_poisoned_memory_reaches_the_upstream_only_as_quoted_data_inside_the_b
     before, inside_and_after = prompt.split(OPEN_TAG)
     inside, after = inside_and_after.split(CLOSE_TAG)
     assert after == "" and "data, not instructions" in before
-    # Inside: one memory line, a JSON string literal with no raw angle bracket or ampersand.
-    (line,) = inside.strip().splitlines()
-    literal = re.fullmatch(r"- \[\d{4}-\d{2}-\d{2}\] (\".*\")", line)
+    # Inside: the day's date line, then one memory line, a JSON string literal with no raw angle
+    # bracket or ampersand.
+    day, line = inside.strip().splitlines()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day), day
+    literal = re.fullmatch(r"(\".*\")", line)
     assert literal is not None, line
     assert not re.search(r"[<>&]", literal.group(1))
     assert json.loads(literal.group(1)) == POISON  # the model can still read exactly what was said

@@ -100,7 +100,7 @@ def test_a_dependency_that_is_down_fails_chats_open_and_the_worker_retries_until
         for name in ("search", "find_texts", "upsert", "ping", "list"):
             outage.fail(mnemo.core.store, name, StoreError("scripted: store down"))
     else:
-        for name in ("embed", "embed_query"):
+        for name in ("embed", "embed_query", "probe"):  # every way in to the model
             outage.fail(mnemo.core.embedder, name, EmbedderError("scripted: embedder down"))
 
     reason = "StoreError" if dependency == "store" else "EmbedderError"
@@ -140,6 +140,7 @@ def test_a_hung_dependency_costs_a_chat_only_the_retrieval_budget(
     else:
         outage.hang(mnemo.core.embedder, "embed")
         outage.hang(mnemo.core.embedder, "embed_query")
+        outage.hang(mnemo.core.embedder, "probe")
     # memory=read: nothing is recorded, so no job meets the hung dependency after the chats.
     answers = [chat(mnemo, user, f"Question {n} about where I live?", memory="read") for n in range(3)]
     assert [a.headers["x-mnemo-memories"] for a in answers] == ["0", "0", "0"]

@@ -332,8 +332,10 @@ def test_a_broken_or_slow_store_still_answers_without_memories(
     user = new_user()
     if failure == "slow-search":
         # Well above a healthy search on a slow, busy machine (a 300 ms budget was once exceeded
-        # by the healthy chat below on a 2-vCPU Zen 3 host); the slow search then waits it out.
-        mnemo = gateways.get(memory={"retrieval_timeout_ms": 2000, "score_threshold": -1.0})
+        # by the healthy chat below on a 2-vCPU Zen 3 host); the slow search then waits it out,
+        # and is seen to be stuck well before the ceiling.
+        memory = {"retrieval_timeout_ms": 2000, "retrieval_ceiling_ms": 30_000, "score_threshold": -1.0}
+        mnemo = gateways.get(memory=memory)
     else:  # the module's Mnemo (the patched search is put back), or one to close for good
         mnemo = gateways.get(fresh=failure == "closed-store", memory=EAGER_MEMORY)
     seed(mnemo, user, "I live in Austin")

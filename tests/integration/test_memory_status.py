@@ -6,12 +6,14 @@ A client can tell "no memories" from "memory unavailable"."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import httpx
 import pytest
 
-from mnemo.errors import EmbedderError, StoreError
+from mnemo.embedding import LocalOnnxEmbedder
+from mnemo.errors import EmbedderError, EmbedderOverloaded, StoreError
 from tests.support.probes import Gateways, headers_for, metric, new_user
 from tests.support.servers import MnemoThread
 from tests.support.upstream import ScriptedUpstream
@@ -100,6 +102,7 @@ def fail_with(error: Exception) -> Any:
         ("store", "search", fail_with(StoreError("scripted: store down")), "skipped:store_error"),
         ("embedder", "embed_query", fail_with(EmbedderError("scripted: embedder down")), "skipped:embedder_error"),
         ("embedder", "embed_query", hang, "skipped:timeout"),
+        ("embedder", "embed_query", fail_with(EmbedderOverloaded("scripted: queue full")), "skipped:overloaded"),
     ],
 )
 def test_memory_that_is_unavailable_is_skipped_with_its_reason_and_the_reply_still_arrives(
@@ -118,3 +121,30 @@ def test_memory_that_is_unavailable_is_skipped_with_its_reason_and_the_reply_sti
     skipped = call(mnemo, api, new_user("xan"), stream=api == "responses")
     assert (status(skipped), skipped.headers["x-mnemo-memories"]) == (expected, "0")
     assert metric(mnemo, "mnemo_memory_status_total", api=api, status=expected) == before + 1
+
+
+def test_a_stuck_query_embedder_is_skipped_as_a_timeout_and_answers_again_once_it_moves(
+    gateways: Gateways, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real query lane, its forward pass held: it shows no progress, unlike one busy with
+    # other chats' queries, so the chat waits the stall budget (not the ceiling) and says why.
+    mnemo = with_budget(gateways, HUNG_RETRIEVAL_BUDGET_MS)
+    assert isinstance(mnemo.core.embedder, LocalOnnxEmbedder)
+    lane = mnemo.core.embedder._queries
+    held = threading.Event()
+    encode = lane._encode
+
+    def stuck(texts: Any) -> Any:
+        held.wait(timeout=60)
+        return encode(texts)
+
+    monkeypatch.setattr(lane, "_encode", stuck)
+    user = new_user("yara")
+    timeouts = metric(mnemo, "mnemo_retrieval_fail_open_total", reason="timeout")
+    try:
+        skipped = call(mnemo, "chat", user, memory="read")
+    finally:
+        held.set()  # the pass runs on, and the lane with it
+    assert (status(skipped), skipped.headers["x-mnemo-memories"]) == ("skipped:timeout", "0")
+    assert metric(mnemo, "mnemo_retrieval_fail_open_total", reason="timeout") == timeouts + 1
+    assert status(call(mnemo, "chat", user, memory="read")) == "ok"

@@ -202,6 +202,22 @@ async def test_invalidate_records_when_and_by_what_and_hides_from_search(store: 
     assert [hit.memory.id for hit in found] == [new.id]
 
 
+async def test_a_memorys_line_token_count_is_stored_and_read_back_by_every_read(store: MemoryStore) -> None:
+    counted, old = memory("lives in Paris", line_tokens=5), memory("stored before counts were", at=1)
+    await put(store, counted, old)
+    scope, expected = Scope(user_id="u1"), {counted.id: 5, old.id: None}
+
+    found = await store.search(scope, vec(1.0), limit=10)
+    assert {hit.memory.id: hit.memory.line_tokens for hit in found} == expected
+    assert {m.id: m.line_tokens for m in await store.list(scope)} == expected
+    assert [m.line_tokens for m in await store.find_texts(scope, ["lives in Paris"])] == [5]
+    # Changes that leave the text alone leave its count alone.
+    await store.set_expiry(counted.id, T0 + timedelta(days=3650))
+    await store.invalidate(counted.id, T0 + timedelta(seconds=5), None)
+    loaded = await store.get(counted.id)
+    assert loaded is not None and loaded.line_tokens == 5 and not loaded.is_valid
+
+
 async def test_invalidating_an_unknown_memory_is_a_no_op(store: MemoryStore) -> None:
     await store.invalidate(str(uuid.uuid4()), T0, None)
 

@@ -220,7 +220,8 @@ def test_system_text_gets_the_block_appended_as_a_string_or_a_last_text_block() 
 @pytest.mark.parametrize(
     ("failure", "status"),
     [("timeout", "skipped:timeout"), ("EmbedderError", "skipped:embedder_error"), ("StoreError", "skipped:store_error")]
-    + [("StoreMismatchError", "skipped:store_error"), ("RuntimeError", "skipped:error")],
+    + [("StoreMismatchError", "skipped:store_error"), ("RuntimeError", "skipped:error")]
+    + [("overloaded", "skipped:overloaded")],
 )
 def test_retrieval_failures_become_a_small_fixed_set_of_skip_reasons(failure: str, status: str) -> None:
     assert skipped(failure) == status

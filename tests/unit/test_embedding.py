@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, _Lane, _lower_thread_priority, verify_sha256
-from mnemo.errors import EmbedderError
+from mnemo.errors import EmbedderError, EmbedderOverloaded
 from mnemo.minilm_graph import DISABLED_OPTIMIZERS
 
 SENTENCES = [
@@ -117,6 +118,137 @@ def test_a_stored_lane_runs_the_texts_of_one_call_side_by_side_in_order() -> Non
     assert threads["1"] == threads["2"] != threads["3"]
 
 
+class GatedEncode:
+    """A lane's forward pass that takes ``pass_s`` per text, and waits for ``gate`` while it is shut."""
+
+    def __init__(self, pass_s: float) -> None:
+        self.pass_s = pass_s
+        self.gate = threading.Event()
+        self.gate.set()
+        self.seen: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        self.gate.wait(timeout=30)
+        time.sleep(self.pass_s * len(texts))
+        self.seen.extend(texts)
+        return np.array([[float(len(text))] for text in texts], dtype=np.float32)
+
+
+def test_a_query_lane_refuses_at_once_a_caller_whose_deadline_the_queue_ahead_cannot_meet() -> None:
+    encode = GatedEncode(pass_s=0.01)
+    lane = _Lane(encode, "test-lane", rows=1)
+
+    async def scenario() -> tuple[list[list[list[float]]], bool]:
+        await lane.submit(["measured"])  # the lane learns its pace: ~10 ms a text
+        encode.gate.clear()
+        ahead = [asyncio.ensure_future(lane.submit([f"q{n}"])) for n in range(20)]
+        await asyncio.sleep(0)  # all queued, the first one running (and held at the gate)
+        with pytest.raises(EmbedderOverloaded, match="20 texts ahead"):
+            await lane.submit(["late"], deadline=time.monotonic() + 0.05)  # 20 x 10 ms ahead
+        refused_while_held = not encode.gate.is_set()
+        patient = asyncio.ensure_future(lane.submit(["patient"], deadline=time.monotonic() + 60))
+        encode.gate.set()
+        return await asyncio.gather(*ahead, patient), refused_while_held
+
+    try:
+        answered, refused_while_held = asyncio.run(scenario())
+    finally:
+        encode.gate.set()
+        lane.close()
+    assert refused_while_held and "late" not in encode.seen
+    assert answered[-1] == [[7.0]] and len(answered) == 21
+
+
+def test_a_caller_that_gives_up_leaves_the_queue_before_its_text_runs() -> None:
+    encode = GatedEncode(pass_s=0.001)
+    lane = _Lane(encode, "test-lane", rows=1)
+
+    async def scenario() -> tuple[float, float]:
+        await lane.submit(["measured"])
+        encode.gate.clear()
+        first = asyncio.ensure_future(lane.submit(["first"]))
+        gone = asyncio.ensure_future(lane.submit(["gone"]))
+        last = asyncio.ensure_future(lane.submit(["last"]))
+        await asyncio.sleep(0)
+        with_it = lane.expected_wait_s(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        without_it = lane.expected_wait_s(0)
+        encode.gate.set()
+        await asyncio.gather(first, last)
+        return with_it, without_it
+
+    try:
+        with_it, without_it = asyncio.run(scenario())
+    finally:
+        encode.gate.set()
+        lane.close()
+    assert encode.seen == ["measured", "first", "last"]
+    assert without_it == pytest.approx(with_it * 2 / 3)  # one running and one queued, of three
+
+
+def test_a_lane_running_past_its_expected_pace_stops_reporting_signs_of_life() -> None:
+    encode = GatedEncode(pass_s=0.005)
+    lane = _Lane(encode, "test-lane")
+
+    async def scenario() -> tuple[float | None, float | None, float | None]:
+        await lane.submit(["measured"])  # ~5 ms: the pace
+        finished = lane.alive_until()
+        encode.gate.clear()
+        held = asyncio.ensure_future(lane.submit(["held"]))
+        await asyncio.sleep(0.05)  # running (at the gate) ten times longer than its pace
+        while_held = lane.alive_until()
+        await asyncio.sleep(0.05)
+        still_held = lane.alive_until()
+        encode.gate.set()
+        await held
+        return finished, while_held, still_held
+
+    try:
+        finished, while_held, still_held = asyncio.run(scenario())
+    finally:
+        encode.gate.set()
+        lane.close()
+    after = lane.alive_until()
+    assert finished is not None and while_held is not None and still_held is not None and after is not None
+    assert finished < while_held == still_held < after  # fixed at the run's expected end until it ends
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="per-thread CPU clocks are a POSIX feature")
+def test_a_lane_computing_past_its_expected_pace_keeps_reporting_signs_of_life() -> None:
+    # A forward pass slowed down by a busy machine still uses CPU: busy, not stuck.
+    computing = threading.Event()
+    done = threading.Event()
+
+    def encode(texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        if texts == ["slow"]:
+            computing.set()
+            while not done.is_set():
+                sum(range(1000))  # CPU work, however long the test lets it run
+        return np.array([[1.0] for _ in texts], dtype=np.float32)
+
+    lane = _Lane(encode, "test-lane")
+
+    async def scenario() -> list[float | None]:
+        await lane.submit(["measured"])  # a pace of well under a millisecond
+        slow = asyncio.ensure_future(lane.submit(["slow"]))
+        await asyncio.to_thread(computing.wait, 30)
+        looks = []
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            looks.append(lane.alive_until())
+        done.set()
+        await slow
+        return looks
+
+    try:
+        looks = asyncio.run(scenario())
+    finally:
+        done.set()
+        lane.close()
+    assert None not in looks and sorted(looks) == looks and len(set(looks)) == 3  # type: ignore[type-var]
+
+
 def test_onnxruntime_does_not_fuse_the_residual_layer_norms_back(tmp_path: Path) -> None:
     # The fused SkipLayerNormalization kernel is several times slower on some CPUs (minilm_graph).
     import onnx
@@ -133,13 +265,23 @@ def test_onnxruntime_does_not_fuse_the_residual_layer_norms_back(tmp_path: Path)
     assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
 
 
-def test_a_repeated_query_is_answered_from_the_cache(int8: LocalOnnxEmbedder) -> None:
+def test_a_repeated_query_is_answered_from_the_cache(int8: LocalOnnxEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[list[str]] = []
+    submit = int8._queries.submit
+
+    async def counted(texts: list[str], *args: Any) -> list[list[float]]:
+        runs.append(texts)
+        return await submit(texts, *args)
+
+    monkeypatch.setattr(int8._queries, "submit", counted)
+
     async def scenario() -> tuple[list[float], list[float], list[list[float]]]:
         first = await int8.embed_query("Where does my sister live?")
         return first, await int8.embed_query("Where does my sister live?"), await int8.embed([])
 
     first, second, nothing = asyncio.run(scenario())
-    assert first is second and nothing == []
+    assert first == second and nothing == [] and runs == [["Where does my sister live?"]]
+    assert all(type(value) is float for value in second)  # the API's list of floats, not numpy's
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")

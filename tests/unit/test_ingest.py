@@ -44,8 +44,14 @@ class BagOfWordsEmbedder:
         self.calls.append(list(texts))
         return [self.vector(text) for text in texts]
 
-    async def embed_query(self, text: str) -> list[float]:
+    async def embed_query(self, text: str, *, deadline: float | None = None) -> list[float]:
         return self.vector(text)
+
+    def query_progress(self) -> float | None:
+        return None
+
+    async def probe(self) -> None:
+        pass
 
     @staticmethod
     def vector(text: str) -> list[float]:

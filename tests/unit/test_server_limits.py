@@ -164,7 +164,8 @@ def test_a_long_query_reaches_the_tokenizer_and_the_query_cache_cut_with_the_sam
     whole, other_tail = asyncio.run(scenario())
     assert tokenizer.longest == MAX_TEXT_CHARS
     assert max(len(key) for key in embedder._cache) == MAX_TEXT_CHARS
-    assert whole is other_tail  # the same first 256 word pieces: the same (cached) vector
+    assert whole == other_tail  # the same first 256 word pieces: the same (cached) vector
+    assert len(embedder._cache) == 1
 
 
 def test_the_open_files_limit_is_raised_for_max_connections_as_far_as_the_hard_limit_allows(

@@ -1,12 +1,15 @@
-"""The speaker boost (mnemo.store.hybrid.apply_speaker_boost): a query naming one speaker of the
+"""The speaker boost (mnemo.store.hybrid.apply_speaker_boost): a query about one speaker of the
 memories found ranks what that speaker said higher, scores staying in 0..1."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pytest import MonkeyPatch
+
 from mnemo.config import MemorySettings
 from mnemo.models import Memory, ScoredMemory
+from mnemo.store import hybrid
 from mnemo.store.hybrid import HybridOptions, apply_speaker_boost, ranked_hits
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -53,3 +56,22 @@ def test_the_default_settings_boost_and_fetch_more_than_the_page_to_re_rank() ->
     found = [(hit.memory, hit.score) for hit in HITS]
     ranked = ranked_hits(found, options, fused=False, now=NOW, limit=3, query_text="Where does Nate live?")
     assert ids(ranked) == ["joanna-1", "nate-1", "nate-2"]  # "plain" was third before the boost
+
+
+def test_a_query_naming_two_speakers_apart_boosts_the_first_named() -> None:
+    boosted = apply_speaker_boost(HITS, "What did Nate recommend to Joanna?", 1.0)
+    assert ids(boosted) == ["joanna-1", "nate-1", "nate-2", "plain"]
+    assert [round(hit.score, 3) for hit in boosted] == [0.9, 0.8, 0.7, 0.5]
+    boosted = apply_speaker_boost(HITS, "What did Joanna recommend to Nate?", 1.0)
+    assert [(hit.memory.id, round(hit.score, 3)) for hit in boosted] == [
+        ("joanna-1", 0.95),
+        ("nate-1", 0.6),
+        ("plain", 0.5),
+        ("nate-2", 0.4),
+    ]
+
+
+def test_without_subject_of_several_only_a_query_naming_one_speaker_is_boosted(monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setattr(hybrid, "SUBJECT_OF_SEVERAL", False)
+    assert apply_speaker_boost(HITS, "What did Nate recommend to Joanna?", 1.0) == HITS
+    assert ids(apply_speaker_boost(HITS, "What did Nate recommend?", 1.0)) == ["joanna-1", "nate-1", "nate-2", "plain"]
