@@ -112,6 +112,24 @@ def verify_sha256(path: Path, expected: str) -> None:
         raise EmbedderError(f"{path} has sha256 {digest}, expected {expected}: the model file is corrupt or replaced")
 
 
+# Built once per machine in a child process and mapped from disk (mnemo.model_cache).
+FUSED_VARIANTS = {"query": frozenset[str](), "stored": STORED_FLOAT_PRODUCTS}
+
+
+def _share_constants(graphs: Path, options: Any) -> dict[str, Any]:
+    """The graphs' shared constants (the int8 word table) as one read-only mapping both sessions
+    read: each session would map the file itself, and RSS counts a page once per mapping. The
+    OrtValues returned must outlive the sessions."""
+    import onnxruntime
+
+    shared: dict[str, Any] = {}
+    for name, dtype in SHARED_CONSTANTS.items():
+        table = np.memmap(graphs / f"{name}.bin", dtype=dtype, mode="r").reshape(-1, LOCAL_DIMENSION)
+        shared[name] = onnxruntime.OrtValue.ortvalue_from_numpy(table)
+        options.add_initializer(name, shared[name])
+    return shared
+
+
 class LocalOnnxEmbedder:
     """MiniLM on onnxruntime, run on dedicated threads so the event loop never blocks.
 
@@ -146,18 +164,10 @@ class LocalOnnxEmbedder:
         model = stored_model = str(model_path)
         self._shared: dict[str, Any] = {}  # OrtValues the sessions read; they must outlive them
         if activations == "int8":
-            # Built once per machine in a child process and mapped from disk (mnemo.model_cache):
-            # both sessions read one copy of the 44 MB word-embedding table.
-            variants = {"query": frozenset(), "stored": STORED_FLOAT_PRODUCTS}
-            graphs = fused_graphs(model_path, ONNX_SHA256, cache_dir or default_cache_dir(), variants)
+            graphs = fused_graphs(model_path, ONNX_SHA256, cache_dir or default_cache_dir(), FUSED_VARIANTS)
             model = str(graphs / "query.onnx")
             stored_model = str(graphs / ("stored.onnx" if stored_activations == "mixed" else "query.onnx"))
-            # Each session would map the table itself, and RSS counts a page once per mapping:
-            # one read-only mapping serves both sessions.
-            for name, dtype in SHARED_CONSTANTS.items():
-                table = np.memmap(graphs / f"{name}.bin", dtype=dtype, mode="r").reshape(-1, LOCAL_DIMENSION)
-                self._shared[name] = onnxruntime.OrtValue.ortvalue_from_numpy(table)
-                options.add_initializer(name, self._shared[name])
+            self._shared = _share_constants(graphs, options)
         # One id for both stored graphs: they approximate the same float32 model (cosine >= 0.98 to
         # it and to each other), so a store may hold vectors of either and is searched the same way.
         self.model_id = LOCAL_MODEL_IDS[activations]
