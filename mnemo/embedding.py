@@ -89,8 +89,10 @@ class Embedder(Protocol):
         None if it cannot tell: a caller waiting in its queue tells a busy embedder from a stuck
         one by it. It may lie ahead while a forward pass runs within its expected time."""
 
-    async def probe(self) -> None:
-        """Run the model once on the path chats take, past any cache: what readiness waits on."""
+    async def probe(self, *, stored: bool = False) -> None:
+        """Run the model once on the path chats take, past any cache: what readiness waits on.
+        ``stored``: the path of texts to store as well (a worker starting, so that its first
+        exchange does not wait for the model)."""
 
     async def close(self) -> None: ...
 
@@ -259,10 +261,12 @@ class LocalOnnxEmbedder:
     def query_progress(self) -> float | None:
         return self._queries.alive_until()
 
-    async def probe(self) -> None:
+    async def probe(self, *, stored: bool = False) -> None:
         # The query lane, not the stored-text one: a readiness check must not open the stored-text
         # graph of a gateway that never stores (and it is the lane chats wait on).
         await self._queries.submit([READY_PROBE_TEXT])
+        if stored:
+            await self._background.submit([READY_PROBE_TEXT])
 
     async def close(self) -> None:
         for lane in (self._queries, self._memories, self._background):
@@ -500,8 +504,8 @@ class OpenAIEmbedder:
     def query_progress(self) -> float | None:
         return None
 
-    async def probe(self) -> None:
-        await self.embed([READY_PROBE_TEXT])
+    async def probe(self, *, stored: bool = False) -> None:
+        await self.embed([READY_PROBE_TEXT])  # one path for queries and stored texts
 
     async def close(self) -> None:
         await self._client.aclose()

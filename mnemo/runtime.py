@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from mnemo.activity import ChatActivity
 from mnemo.config import Settings
 from mnemo.embedding import Embedder, build_embedder
+from mnemo.errors import EmbedderError
 from mnemo.store import MemoryStore, StoreIdentity
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,15 @@ class Core:
     embedder: Embedder
     store: MemoryStore
     activity: ChatActivity = field(default_factory=ChatActivity)  # the gateway's chats, when it shares the core
+
+    async def warm_worker_path(self) -> None:
+        """Embed one text the way a worker stores them, as a worker starts: the stored-text model
+        is then loaded (~17 MB; mnemo serve, which never stores, never loads it) before the first
+        exchange waits on it, and a process's 'ready' holds what it will hold at work."""
+        try:
+            await self.embedder.probe(stored=True)
+        except EmbedderError as exc:  # a remote embedder down at start: the jobs retry later
+            logger.warning("the embedder did not answer at start (%s); the worker starts anyway", exc)
 
     async def close(self) -> None:
         await self.store.close()

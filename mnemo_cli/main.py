@@ -12,6 +12,7 @@ from pathlib import Path
 from mnemo.config import Settings, load_settings
 from mnemo.errors import MnemoError
 from mnemo.logs import LOG_FORMATS, configure_logging
+from mnemo.malloc_tuning import limit_arenas
 from mnemo_cli import admin, importer
 
 logger = logging.getLogger("mnemo")
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return check_config(Path(args.path))
         configure_logging(args.log_level, args.log_format)
         settings = settings_from(args)
+        limit_arenas()  # before the server's threads start
         from mnemo_cli import run
 
         runner = {"up": run.run_up, "serve": run.run_serve, "worker": run.run_worker}[args.command]

@@ -16,6 +16,7 @@ import uvicorn
 from arq.connections import RedisSettings
 
 from gateway.app import create_app
+from mnemo import malloc_tuning
 from mnemo.config import Settings
 from mnemo.embedded_redis import EmbeddedRedis
 from mnemo.errors import ConfigError
@@ -56,7 +57,18 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run_on_loop(main: Coroutine[Any, Any, T], choice: str) -> T:
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
-        return runner.run(main)
+        return runner.run(trimming(main))
+
+
+async def trimming(main: Coroutine[Any, Any, T]) -> T:
+    """``main``, with freed memory given back to the system every minute (mnemo.malloc_tuning)."""
+    trimmer = asyncio.create_task(malloc_tuning.trim_forever(), name="mnemo-malloc-trim")
+    try:
+        return await main
+    finally:
+        trimmer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trimmer
 
 
 def uvicorn_server(settings: Settings, core: Core | None, redis: RedisSettings | None) -> uvicorn.Server:
@@ -133,6 +145,7 @@ async def serve_with_worker(settings: Settings, core: Core, redis: RedisSettings
     # The worker counts the line of every memory it stores (mnemo.tokens): load the encoder now, as
     # its first exchange would, so ready means ready and the first chat does not wait for it.
     CL100K.load()
+    await core.warm_worker_path()
     worker = build_worker(settings, redis, core=core)
     worker_task = asyncio.create_task(worker.async_run(), name="mnemo-worker")
     server = uvicorn_server(settings, core, redis)

@@ -196,6 +196,8 @@ def build_worker(settings: Settings, redis: RedisSettings, *, core: Core | None 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["own_core"] = core is None
         ctx["core"] = core or await open_core(settings)
+        if core is None:
+            await ctx["core"].warm_worker_path()
         ctx["extractor"] = extractor = build_extractor(settings, waits)
         ctx["waits"] = waits
         logger.info("worker extraction mode: %s", settings.extraction.effective_mode)

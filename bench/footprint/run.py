@@ -23,13 +23,11 @@ import argparse
 import json
 import logging
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ import psutil
 import yaml
 
 from bench import stats, venvs
+from bench.load import probe
 from bench.overhead import targets
 from tests.support.servers import free_port
 
@@ -71,37 +70,6 @@ def rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def where_memory_is(pid: int, data_dir: Path, model_cache: Path) -> dict[str, float]:
-    """RSS by kind of mapping, MB."""
-    kinds: Counter[str] = Counter()
-    kind = "other"
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            fields = line.split()
-            kind = classify(fields[5] if len(fields) > 5 else "", data_dir, model_cache)
-        elif line.startswith("Rss:"):
-            kinds[kind] += int(line.split()[1])
-    return {name: round(kb / 1024, 1) for name, kb in kinds.most_common()}
-
-
-def classify(path: str, data_dir: Path, model_cache: Path) -> str:
-    if path == "[heap]":
-        return "Python heap (brk)"
-    if path == "" or path.startswith("[anon"):
-        return "anonymous (native allocations, Python arenas, thread stacks)"
-    if path.startswith("["):
-        return "other"
-    if path.startswith(str(model_cache)):
-        return "model files (mapped word table)"
-    if path.startswith(str(data_dir)):
-        return "store files (Qdrant Edge)"
-    if "site-packages/" in path:
-        return "library: " + path.split("site-packages/")[1].split("/")[0].split(".")[0]
-    if "libpython" in path or path.endswith("/python3.11"):
-        return "library: python"
-    return "library: system"
-
-
 def config_for(workdir: Path, port: int, upstream_url: str, **sections: Any) -> Path:
     config = targets.mnemo_config(workdir / "data", port, upstream_url, None, sections)
     path = workdir / "mnemo.yaml"
@@ -129,7 +97,7 @@ def measure_mnemo(kind: str, root: Path, upstream_url: str, model_cache: Path) -
         assert service.process is not None
         result: dict[str, Any] = {"ready_s": round(seconds, 3), "rss_mb": rss_mb(service.process.pid)}
         if kind == "up":
-            result["where"] = where_memory_is(service.process.pid, workdir / "data", model_cache)
+            result["where"] = probe.memory_by_kind(service.process.pid, workdir / "data")
         return result
     finally:
         service.stop()

@@ -8,7 +8,8 @@ from typing import Any
 def render(results: dict[str, Any]) -> str:
     process = results["process"]
     cold, before, end, after = process["cold"], process["before"], process["end_of_load"], process["after"]
-    snapshots = (cold, before, end, after)
+    restarted = process.get("restarted")
+    snapshots = (cold, before, end, after) + ((restarted,) if restarted else ())
     tcp = [", ".join(f"{state} {n}" for state, n in snapshot["tcp"].items()) for snapshot in snapshots]
     machine = results["machine_start"]
     lines = [
@@ -35,9 +36,10 @@ def render(results: dict[str, Any]) -> str:
         f"| whole stream p50 / p99 | {results['total_ms']['p50']} / {results['total_ms']['p99']} ms |",
         "",
         f"| Mnemo process | cold start | before (after a {results['warmup_s']:g} s warm-up) | end of load "
-        "| after (idle 6 s, then 3 chats) |",
-        "| --- | --- | --- | --- | --- |",
+        "| after (idle 6 s, then 3 chats) |" + (" a new process on the same data |" if restarted else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- |" if restarted else ""),
         row("RSS MB", [s["rss_mb"] for s in snapshots]),
+        *memory_rows(snapshots),
         row("embedded redis RSS MB", [s["children_rss_mb"] for s in snapshots]),
         row("open file descriptors", [s["fds"] for s in snapshots]),
         row("TCP connections", tcp),
@@ -45,6 +47,7 @@ def render(results: dict[str, Any]) -> str:
         row("threads", [s["threads"] for s in snapshots]),
         "",
         f"RSS after the soak ÷ at ready (cold start): {after['rss_mb'] / cold['rss_mb']:.2f} (goal ≤ 1.3; issue 25).",
+        *growth_lines(results, cold, after, restarted),
         "",
         f"File descriptors by kind, before: {fd_list(before)}; after: {fd_list(after)}.",
         "",
@@ -86,6 +89,33 @@ def cost_rows(results: dict[str, Any]) -> list[str]:
         f"{total['scripts_per_exchange']} of them scripts; most called: {top} |",
         f"| CPU per exchange, Mnemo process / redis-server | {cpu['mnemo']} / {cpu['redis']} ms |",
     ]
+
+
+def growth_lines(
+    results: dict[str, Any], cold: dict[str, Any], after: dict[str, Any], restarted: dict[str, Any] | None
+) -> list[str]:
+    """Where the growth went: the store's data (what a new process on the same data holds too)
+    and the rest, per exchange stored."""
+    if not restarted:
+        return []
+    stored = max(1, results["exchanges_stored"])
+    data_kb = (restarted["rss_mb"] - cold["rss_mb"]) * 1024 / stored
+    return [
+        f"RSS after the soak ÷ a new process on the same data: {after['rss_mb'] / restarted['rss_mb']:.2f} "
+        "(what the process kept beyond its data: leaks, fragmentation, pools).",
+        f"The data: a new process on the soak's {stored} stored exchanges holds "
+        f"{restarted['rss_mb'] - cold['rss_mb']:+.1f} MB more than at ready, {data_kb:.1f} KB per exchange stored.",
+    ]
+
+
+def memory_rows(snapshots: tuple[dict[str, Any], ...]) -> list[str]:
+    """The RSS row split by kind of mapping (probe.memory_by_kind), kinds of 1 MB or more."""
+    kinds: dict[str, float] = {}
+    for snapshot in snapshots:
+        for kind, mb in snapshot.get("memory", {}).items():
+            kinds[kind] = max(kinds.get(kind, 0.0), mb)
+    shown = [kind for kind, mb in sorted(kinds.items(), key=lambda item: -item[1]) if mb >= 1]
+    return [row(f"&nbsp;&nbsp;{kind}", [s.get("memory", {}).get(kind, 0.0) for s in snapshots]) for kind in shown]
 
 
 def row(name: str, values: list[Any]) -> str:

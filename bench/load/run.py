@@ -1,7 +1,9 @@
 """bench/load: a bounded load and soak test on loopback. 64 concurrent streaming clients run
 closed loops against a real ``mnemo up`` (embedded Redis, Qdrant Edge, raw extraction, memory
 on) in front of a scripted upstream with realistic delays (first chunk 200 ms, chunks 20 ms
-apart), for ``--duration`` seconds. Then it waits for the worker to store every exchange.
+apart), for ``--duration`` seconds. Then it waits for the worker to store every exchange, and
+starts a new ``mnemo up`` on the same data (each user back for one chat): what that data costs a
+fresh process, to tell the store's growth from the process's own.
 
     .venv/bin/python -m bench.load.run [--duration 120] [--clients 64] [--quick]
 
@@ -153,6 +155,29 @@ async def run_warmup(url: str, tally: Tally) -> None:
             await one_stream(client, url, "load-warmup", f"I warmed up {number} {time.time_ns()}", tally)
 
 
+def restart_on_the_same_data(workdir: Path, upstream_url: str, users: list[str]) -> probe.Snapshot:
+    """A new ``mnemo up`` on the soak's data dir, each user back for one chat, then as 'after':
+    what the same data costs a fresh process. RSS after the soak beyond this is what the process
+    kept of its own (a leak, fragmentation), not what its store holds."""
+    mnemo = targets.mnemo(workdir, upstream_url, None).start()
+    try:
+        assert mnemo.process is not None
+        settle(mnemo.url, 0)
+        back = Tally()
+        asyncio.run(each_user_once(mnemo.url + "/v1/chat/completions", users, back))
+        wait_for_worker(mnemo.url, back.sent)
+        settle(mnemo.url, 6)
+        return probe.snapshot(mnemo.process.pid, workdir / "mnemo-data")
+    finally:
+        mnemo.stop()
+
+
+async def each_user_once(url: str, users: list[str], tally: Tally) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        for user in users:
+            await one_stream(client, url, user, f"I am back {time.time_ns()}", tally)
+
+
 @dataclass(frozen=True)
 class Counters:
     """Redis's command counts and the CPU seconds of the Mnemo process and its redis-server."""
@@ -201,26 +226,29 @@ def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
     try:
         assert mnemo.process is not None
         pid = mnemo.process.pid
-        redis_socket = EmbeddedRedis(workdir / "mnemo-data").socket_path  # where `mnemo up` puts it
+        data_dir = workdir / "mnemo-data"
+        redis_socket = EmbeddedRedis(data_dir).socket_path  # where `mnemo up` puts it
         settle(mnemo.url, 0)
-        cold = probe.snapshot(pid)
+        cold = probe.snapshot(pid, data_dir)
         # Pools (upstream connections, the queue's Redis connections) fill to the concurrency's
         # high-water mark once; a short warm-up at full concurrency first, so before/after
         # compares like for like and growth means a leak.
         warm = asyncio.run(run_load(mnemo.url + "/v1/chat/completions", clients, WARMUP_S, phase="warm-up"))
         wait_for_worker(mnemo.url, warm.sent)
         settle(mnemo.url, 6)
-        before = probe.snapshot(pid)
+        before = probe.snapshot(pid, data_dir)
         start = read_counters(pid, redis_socket)
         started = time.monotonic()
         tally = asyncio.run(run_load(mnemo.url + "/v1/chat/completions", clients, duration_s))
         elapsed = time.monotonic() - started
         load_end = read_counters(pid, redis_socket)
-        during = probe.snapshot(pid)
+        during = probe.snapshot(pid, data_dir)
         drain = wait_for_worker(mnemo.url, tally.sent)
         drained = read_counters(pid, redis_socket)
         settle(mnemo.url, 6)
-        after = probe.snapshot(pid)
+        after = probe.snapshot(pid, data_dir)
+        mnemo.stop()
+        restarted = restart_on_the_same_data(workdir, upstream.url, sorted(set(tally.sent.values())))
     finally:
         mnemo.stop()
         upstream.stop()
@@ -253,6 +281,7 @@ def measure(duration_s: float, clients: int, workdir: Path) -> dict[str, Any]:
             "before": asdict(before),
             "end_of_load": asdict(during),
             "after": asdict(after),
+            "restarted": asdict(restarted),
         },
     }
 

@@ -3,8 +3,9 @@
 EdgeShard calls are synchronous, in-process and sub-millisecond for per-user filtered
 queries, so they run directly on the event loop. Durability comes from the shard's WAL: when
 ``update`` returns, the change is in the mmapped WAL (the OS page cache, no fsync), so it
-survives a crash or ``kill -9`` of the process. ``flush`` (msync + fsync, ~5 ms) is what
-guards against power loss; it would cost ~60x an upsert, so it runs on close only.
+survives a crash or ``kill -9`` of the process. ``flush`` (msync + fsync) is what guards against
+power loss and lets the WAL drop old segments; it would cost ~60x an upsert, so it runs on close
+and every 30 s after writes, in a thread (``mnemo.store.edge_checkpoint``).
 ``optimize`` (a blocking HNSW build) is never called: filtered search is fast without it, and it
 holds the GIL for its whole run. Erasing rebuilds a shard without the erased points instead
 (``mnemo.store.edge_compaction``), so their text leaves the disk.
@@ -27,10 +28,10 @@ import qdrant_edge as qe
 
 from mnemo.errors import StoreError
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
+from mnemo.store import edge_checkpoint, users
 from mnemo.store import edge_compaction as compaction
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
-from mnemo.store import users
 from mnemo.store.base import StoreIdentity
 from mnemo.store.dense_cache import DenseCache, Row, UserVectors
 from mnemo.store.edge_query import (
@@ -106,6 +107,7 @@ class EdgeMemoryStore:
         identity: StoreIdentity,
         options: HybridOptions | None = None,
         dense_cache: DenseCache | None = None,
+        checkpoint_s: float = edge_checkpoint.CHECKPOINT_S,
     ) -> None:
         self._dir = path / collection
         self._identity = identity
@@ -122,6 +124,7 @@ class EdgeMemoryStore:
         self._replays: dict[str, list[qe.UpdateOperation]] = {}
         self._erasures = 0
         self._compaction: asyncio.Task[None] | None = None
+        self._checkpoints = edge_checkpoint.Checkpoints(lambda: self._shards, checkpoint_s)
         # Heavy users' vectors in memory (mnemo.store.dense_cache); None searches through Edge only.
         self._dense = dense_cache
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -147,6 +150,7 @@ class EdgeMemoryStore:
         if (self._dir / compaction.PENDING_MARKER).exists():
             logger.info("an erasure had not reached the disk before the store closed; rebuilding the store now")
             self._start_compaction()
+        self._checkpoints.start()
 
     def _check_identity(self) -> None:
         record_path = self._dir / IDENTITY_FILE
@@ -190,6 +194,7 @@ class EdgeMemoryStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compaction
             self._compaction = None
+        await self._checkpoints.stop()
         shards, self._shards = list(self._shards.values()), {}
         for shard in shards:
             with edge_errors("close"):
@@ -214,6 +219,7 @@ class EdgeMemoryStore:
 
     def _update(self, name: str, operation: qe.UpdateOperation) -> None:
         self._shard(name).update(operation)
+        self._checkpoints.wrote(name)
         replay = self._replays.get(name)
         if replay is not None:
             replay.append(operation)
@@ -277,6 +283,7 @@ class EdgeMemoryStore:
         finally:
             del self._replays[name]
         self._shards[name], self._paths[name] = new, new_path
+        await self._checkpoints.idle()  # a checkpoint may be flushing the old shard
         with edge_errors("rebuild"):
             old.close()
         await asyncio.to_thread(compaction.remove, old_path)

@@ -1,22 +1,8 @@
-"""bench/footprint: how /proc/<pid>/smaps mappings are grouped, and the report's table."""
+"""bench/footprint's report table (how /proc/<pid>/smaps mappings are grouped: test_bench_load_probe)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bench.footprint import run
-
-DATA, CACHE = Path("/srv/data"), Path("/home/u/.cache/mnemo")
-
-
-def test_mappings_are_grouped_by_what_holds_them() -> None:
-    assert run.classify("[heap]", DATA, CACHE) == "Python heap (brk)"
-    assert run.classify("", DATA, CACHE).startswith("anonymous")
-    assert run.classify(str(CACHE / "minilm-fused-x/word_embeddings_q.bin"), DATA, CACHE).startswith("model files")
-    assert run.classify(str(DATA / "qdrant-edge/segments/page_0.dat"), DATA, CACHE).startswith("store files")
-    so = "/v/lib/python3.11/site-packages/onnxruntime/capi/onnxruntime_pybind11_state.so"
-    assert run.classify(so, DATA, CACHE) == "library: onnxruntime"
-    assert run.classify("/usr/lib/x86_64-linux-gnu/libc.so.6", DATA, CACHE) == "library: system"
 
 
 def test_the_report_gives_medians_and_ratios_to_litellm() -> None:

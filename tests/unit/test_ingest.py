@@ -50,7 +50,7 @@ class BagOfWordsEmbedder:
     def query_progress(self) -> float | None:
         return None
 
-    async def probe(self) -> None:
+    async def probe(self, *, stored: bool = False) -> None:
         pass
 
     @staticmethod
