@@ -20,6 +20,7 @@ Writes bench/results/footprint.{json,md}.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -28,16 +29,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import yaml
 
 from bench import stats, venvs
 from bench.load import probe
 from bench.overhead import targets
+from mnemo.embedding import LOCAL_DIMENSION, LOCAL_MODEL_IDS
+from mnemo.models import Memory, MemoryEvent
+from mnemo.store.base import StoreIdentity
+from mnemo.store.edge import EdgeMemoryStore
 from tests.support.servers import free_port
 
 POLL_S = 0.02
@@ -87,6 +95,8 @@ def measure_mnemo(kind: str, root: Path, upstream_url: str, model_cache: Path) -
         redis.start()
         sections |= {"redis": {"url": redis.url.replace("http", "redis") + "/0"}}
         sections |= {"store": {"kind": "qdrant", "path": str(workdir / "qdrant-local")}}
+    if kind == "up-restart":
+        asyncio.run(seed_store(workdir / "data" / "qdrant-edge", RESTART_MEMORIES))
     path = config_for(workdir, port, upstream_url, **sections)
     command = "serve" if kind == "serve" else "up"
     argv = [sys.executable, "-m", "mnemo_cli.main", "--log-level", "WARNING", command, "--config", str(path)]
@@ -96,13 +106,51 @@ def measure_mnemo(kind: str, root: Path, upstream_url: str, model_cache: Path) -
         time.sleep(1)
         assert service.process is not None
         result: dict[str, Any] = {"ready_s": round(seconds, 3), "rss_mb": rss_mb(service.process.pid)}
-        if kind == "up":
+        if kind in ("up", "up-restart"):
             result["where"] = probe.memory_by_kind(service.process.pid, workdir / "data")
         return result
     finally:
         service.stop()
         if redis is not None:
             redis.stop()
+
+
+async def seed_store(directory: Path, count: int) -> None:
+    """What an earlier run left: ``count`` memories of ``RESTART_USERS`` users, each with the
+    event that recorded it (random unit vectors: only the store's size matters here)."""
+    identity = StoreIdentity(LOCAL_MODEL_IDS["int8"], LOCAL_DIMENSION)
+    store = EdgeMemoryStore(directory, "mnemo", identity)
+    await store.open()
+    rng = np.random.default_rng(0)
+    try:
+        for start in range(0, count, 1000):
+            now = datetime.now(UTC)
+            batch = [
+                Memory(
+                    id=str(uuid.uuid4()),
+                    user_id=f"user-{n % RESTART_USERS}",
+                    text=f"remembered fact {n}",
+                    created_at=now,
+                )
+                for n in range(start, min(count, start + 1000))
+            ]
+            vectors = rng.standard_normal((len(batch), LOCAL_DIMENSION)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            await store.upsert(batch, vectors.tolist())
+            events = [
+                MemoryEvent(
+                    id=str(uuid.uuid4()),
+                    memory_id=m.id,
+                    user_id=m.user_id,
+                    action="ADD",
+                    new_text=m.text,
+                    created_at=now,
+                )
+                for m in batch
+            ]
+            await store.add_events(events)
+    finally:
+        await store.close()
 
 
 def measure_litellm(root: Path, upstream_url: str, python: Path) -> dict[str, Any]:
@@ -140,21 +188,31 @@ def report(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for name, label in TARGET_LABELS.items():
+        if not runs.get(name):
+            continue  # a target this run did not measure
         ready = median_of(runs[name], "ready_s")
         process = median_of(runs[name], "rss_mb", "process")
         children = sorted({key for run in runs[name] for key in run["rss_mb"] if key != "process"})
         child_text = ", ".join(f"{child} {median_of(runs[name], 'rss_mb', child)}" for child in children) or "none"
         lines.append(f"| {label} | {ready} | {stats.ratio(ready, litellm_ready) or ''} | {process} | {child_text} |")
-    where = runs["up"][0]["where"]
+    shown = [name for name in ("up", "up-restart") if runs.get(name)]
+    where = {kind for name in shown for kind in runs[name][0]["where"]}
     kinds = sorted(where, key=lambda kind: -median_of(runs["up"], "where", kind))
     lines += ["", "Where `mnemo up`'s memory is at ready (RSS by mapping, MB, median over rounds):", ""]
-    lines += ["| mapping | MB |", "| --- | --- |"]
-    lines += [f"| {kind} | {median_of(runs['up'], 'where', kind)} |" for kind in kinds if where[kind] >= 1]
+    lines += ["| mapping | " + " | ".join(TARGET_LABELS[name] for name in shown) + " |"]
+    lines += ["| --- |" + " --- |" * len(shown)]
+    for kind in kinds:
+        values = [median_of(runs[name], "where", kind) for name in shown]
+        if max(values) >= 1:
+            lines.append(f"| {kind} | " + " | ".join(str(value) for value in values) + " |")
     return "\n".join(lines) + "\n"
 
 
+RESTART_MEMORIES = 10_000
+RESTART_USERS = 100
 TARGET_LABELS = {
     "up": "`mnemo up` (model graphs built)",
+    "up-restart": f"`mnemo up` restarted on a store of {RESTART_MEMORIES:,} memories",
     "up-first-start": "`mnemo up`, first start on a machine (builds the graphs)",
     "serve": "`mnemo serve` (gateway only; Redis and store outside)",
     "litellm": "LiteLLM proxy 1.108.7",
@@ -178,6 +236,7 @@ def main() -> None:
     try:
         for _ in range(rounds):
             runs["up"].append(measure_mnemo("up", root, upstream.url, warm_cache))
+            runs["up-restart"].append(measure_mnemo("up-restart", root, upstream.url, warm_cache))
             cold_cache = Path(tempfile.mkdtemp(prefix="cold-cache-", dir=root))
             runs["up-first-start"].append(measure_mnemo("up-first-start", root, upstream.url, cold_cache))
             runs["serve"].append(measure_mnemo("serve", root, upstream.url, warm_cache))

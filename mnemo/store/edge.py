@@ -28,7 +28,7 @@ import qdrant_edge as qe
 
 from mnemo.errors import StoreError
 from mnemo.models import Memory, MemoryEvent, Scope, ScoredMemory, utcnow
-from mnemo.store import edge_checkpoint, users
+from mnemo.store import edge_checkpoint, edge_pages, users
 from mnemo.store import edge_compaction as compaction
 from mnemo.store import keywords as kw
 from mnemo.store import payload as pl
@@ -114,17 +114,21 @@ class EdgeMemoryStore:
         self._options = options or HybridOptions()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._paths: dict[str, Path] = {}  # each shard's current directory (see edge_compaction)
-        dense = qe.EdgeVectorParams(size=identity.dimension, distance=qe.Distance.Cosine)
+        # Vectors are read from their files as searches need them (Cold). Edge's default placement
+        # reads a shard's whole vector file into memory when it loads it, 32 MB a file even for
+        # the events' 1-d vectors: a restart on 9,000 memories took 58 MB more than one on none.
+        cold = qe.Memory.Cold
+        dense = qe.EdgeVectorParams(size=identity.dimension, distance=qe.Distance.Cosine, memory=cold)
         # Events need no vector; a constant 1-d one keeps the shard a plain point store.
         self._vectors: dict[str, qe.EdgeVectorParams | dict[str, qe.EdgeVectorParams]] = {
             "memories": {pl.DENSE_VECTOR: dense},
-            "events": qe.EdgeVectorParams(1, qe.Distance.Dot),
+            "events": qe.EdgeVectorParams(1, qe.Distance.Dot, memory=cold),
         }
         # While a shard is rebuilt, the writes it takes are also kept here, to replay on its copy.
         self._replays: dict[str, list[qe.UpdateOperation]] = {}
         self._erasures = 0
         self._compaction: asyncio.Task[None] | None = None
-        self._checkpoints = edge_checkpoint.Checkpoints(lambda: self._shards, checkpoint_s)
+        self._checkpoints = edge_checkpoint.Checkpoints(self._dir, lambda: self._shards, checkpoint_s)
         # Heavy users' vectors in memory (mnemo.store.dense_cache); None searches through Edge only.
         self._dense = dense_cache
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -147,9 +151,15 @@ class EdgeMemoryStore:
         with edge_errors("index creation"):
             for name, shard in self._shards.items():
                 _prepare_shard(name, shard)
+        # Loading read the WAL and every index file in whole; only writes touch them from now on.
+        edge_pages.release_write_only_pages(self._dir)
         if (self._dir / compaction.PENDING_MARKER).exists():
             logger.info("an erasure had not reached the disk before the store closed; rebuilding the store now")
             self._start_compaction()
+        elif any(compaction.holds_vectors_in_memory(path) for path in self._paths.values()):
+            # A shard written before vectors were Cold keeps its placement until it is rebuilt.
+            logger.info("rebuilding the store so that its vectors are read from disk as needed")
+            self._start_compaction(erasure=False)
         self._checkpoints.start()
 
     def _check_identity(self) -> None:
@@ -237,11 +247,14 @@ class EdgeMemoryStore:
         while self._loading:
             await asyncio.wait(list(self._loading.values()))
 
-    def _start_compaction(self) -> None:
+    def _start_compaction(self, *, erasure: bool = True) -> None:
         """Rebuild the shards without their erased points, in the background (after any rebuild
-        already running, as it may have copied them before they were erased)."""
+        already running, as it may have copied them before they were erased). Not after an
+        erasure (an upgrade's rebuild), no marker: if interrupted, the next open sees the same
+        reason to rebuild."""
         self._erasures += 1
-        (self._dir / compaction.PENDING_MARKER).touch()
+        if erasure:
+            (self._dir / compaction.PENDING_MARKER).touch()
         if self._compaction is None or self._compaction.done():
             self._compaction = asyncio.get_running_loop().create_task(self._compact())
 

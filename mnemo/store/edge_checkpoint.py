@@ -9,7 +9,8 @@ since the last one, so the WAL on disk stays at a few segments and a restart rep
 
 ``flush`` syncs the shard's files (17-70 ms for 1,000-20,000 new points on this host) and lets
 go of the GIL meanwhile, so it runs in a thread and the gateway goes on answering. A shard must
-not be closed under a flush: the store waits for ``idle`` before closing one.
+not be closed under a flush: the store waits for ``idle`` before closing one. After the flushes,
+the pages of the files only ever written go back to the kernel (``mnemo.store.edge_pages``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import qdrant_edge as qe
+
+from mnemo.store.edge_pages import release_write_only_pages
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +31,10 @@ CHECKPOINT_S = 30.0
 
 
 class Checkpoints:
-    def __init__(self, shards: Callable[[], Mapping[str, qe.EdgeShard]], every_s: float = CHECKPOINT_S) -> None:
+    def __init__(
+        self, directory: Path, shards: Callable[[], Mapping[str, qe.EdgeShard]], every_s: float = CHECKPOINT_S
+    ) -> None:
+        self._directory = directory
         self._shards = shards  # the store's current shards (a rebuild replaces one)
         self._every_s = every_s
         self._written: set[str] = set()  # shards written since their last flush began
@@ -62,7 +69,10 @@ class Checkpoints:
             await self.flush_written()
 
     async def flush_written(self) -> None:
-        """Flush every shard written since its last flush, one at a time."""
+        """Flush every shard written since its last flush, one at a time, then give back the
+        pages of their write-only files."""
+        if not self._written:
+            return
         for name in sorted(self._written):
             self._written.discard(name)  # writes made during the flush mark it again
             shard = self._shards().get(name)  # looked up now: a rebuild may have replaced it
@@ -76,3 +86,4 @@ class Checkpoints:
             except Exception as exc:  # the WAL still holds every write: nothing is lost, only kept longer
                 self._written.add(name)
                 logger.warning("could not flush the %s shard (%s); the next checkpoint tries again", name, exc)
+        await asyncio.to_thread(release_write_only_pages, self._directory)

@@ -52,6 +52,23 @@ def set_current_directory(directory: Path, name: str, current: str) -> None:
         _fsync(directory)
 
 
+# Vector storage types (a segment's segment.json) that read vectors from their files as needed.
+ON_DISK_STORAGE = frozenset({"Mmap", "ChunkedMmap"})
+
+
+def holds_vectors_in_memory(shard: Path) -> bool:
+    """Whether a segment of the shard keeps its vectors in memory whole (written before the
+    store asked for Cold vectors). Unreadable records count as no: the rebuild is an economy."""
+    for record in shard.glob("segments/*/segment.json"):
+        try:
+            vectors = json.loads(record.read_text(encoding="utf-8"))["config"]["vector_data"]
+            if any(vector["storage_type"] not in ON_DISK_STORAGE for vector in vectors.values()):
+                return True
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return False
+
+
 def new_directory_name(name: str) -> str:
     return f"{name}.{uuid.uuid4().hex[:12]}"
 
