@@ -19,6 +19,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ TRIM_EVERY_S = 60.0
 
 
 def _libc() -> Any:
+    if sys.platform == "win32":  # CDLL(None) is no C library there
+        return None
     try:
         return ctypes.CDLL(None)
     except OSError:

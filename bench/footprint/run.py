@@ -3,13 +3,14 @@
     .venv/bin/python -m bench.footprint.run [--rounds 3] [--quick] [--out DIR]
 
 Each round starts, in turn and one at a time: ``mnemo up`` (the embedded default; the model's
-graphs already built), ``mnemo up`` on a machine's first start (an empty model cache: the graphs
+graphs already built), ``mnemo up`` restarted on a store an earlier run left (``seed_store``),
+``mnemo up`` on a machine's first start (an empty model cache: the graphs
 are built first, in a child process), ``mnemo serve`` (the gateway alone, server mode: Redis on
 its own redis-server, the store through qdrant-client's local mode, as no Qdrant server binary
 exists here; a real deployment imports the same client), and the LiteLLM proxy (1 worker, no
 database). For each: seconds from spawn to its readiness answer (``/readyz``; LiteLLM's
 ``/health/liveliness``), polled every 20 ms, and RSS one second after ready (the process and its
-children; ``mnemo up``'s embedded redis-server separately). For ``mnemo up`` it also reads where
+children; ``mnemo up``'s embedded redis-server separately). For both ``mnemo up`` it reads where
 the memory is, from ``/proc/<pid>/smaps``: the Python heap, other anonymous memory (native:
 onnxruntime's sessions and arena, the tokenizers, thread stacks), shared
 libraries by package, the model's mapped word table and the store's files. Medians over rounds.

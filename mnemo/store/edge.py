@@ -265,7 +265,7 @@ class EdgeMemoryStore:
                 for name in self._vectors:
                     await self._rebuild(name)
             except (StoreError, OSError):
-                logger.exception("could not rebuild the store after an erasure; the next open tries again")
+                logger.exception("could not rebuild the store; the next open tries again")
                 return
             if erasures == self._erasures:
                 (self._dir / compaction.PENDING_MARKER).unlink(missing_ok=True)
@@ -296,11 +296,14 @@ class EdgeMemoryStore:
         finally:
             del self._replays[name]
         self._shards[name], self._paths[name] = new, new_path
-        await self._checkpoints.idle()  # a checkpoint may be flushing the old shard
-        with edge_errors("rebuild"):
-            old.close()
+        self._checkpoints.wrote(name)  # the copy and the replayed writes, until a flush acknowledges them
+        try:
+            await self._checkpoints.idle()  # a checkpoint may be flushing the old shard
+        finally:
+            with edge_errors("rebuild"):
+                old.close()
         await asyncio.to_thread(compaction.remove, old_path)
-        logger.info("rebuilt the %s shard without its erased points (%d kept)", name, copied)
+        logger.info("rebuilt the %s shard (%d points kept)", name, copied)
 
     async def ping(self) -> None:
         with edge_errors("ping"):

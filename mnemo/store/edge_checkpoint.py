@@ -60,7 +60,7 @@ class Checkpoints:
     async def idle(self) -> None:
         """Until no flush is running (a cancelled caller does not stop the flush's thread)."""
         while self._flushing is not None and not self._flushing.done():
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):  # the flush's outcome is flush_written's to report
                 await asyncio.shield(self._flushing)
 
     async def _run(self) -> None:
@@ -81,9 +81,10 @@ class Checkpoints:
             self._flushing = asyncio.ensure_future(asyncio.to_thread(shard.flush))
             try:
                 await asyncio.shield(self._flushing)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as exc:  # the WAL still holds every write: nothing is lost, only kept longer
+            except BaseException as exc:  # also a panic in Edge (pyo3's PanicException is a BaseException)
+                # The WAL still holds every write: nothing is lost, only kept longer.
                 self._written.add(name)
-                logger.warning("could not flush the %s shard (%s); the next checkpoint tries again", name, exc)
+                logger.warning("could not flush the %s shard (%r); the next checkpoint tries again", name, exc)
         await asyncio.to_thread(release_write_only_pages, self._directory)

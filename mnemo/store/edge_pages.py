@@ -6,8 +6,8 @@ restart) and the files that persist the payload indexes (keyword and number inde
 their copy in memory). Yet their pages stay resident: a WAL segment up to its 32 MB, and every
 index's 4 MB page file, which a load reads in whole (5.1 MB a keyword index, 3 MB a number index:
 49 MB for the store's eleven indexes even when it holds ten memories). ``MADV_PAGEOUT`` hands
-them to the kernel: nothing is lost (the mappings are shared, so dirty pages are written to
-their files first), and a later write faults its page back in.
+them to the kernel: nothing is lost (the mappings are shared: a dirty page stays in the page
+cache until written to its file), and a later write faults its page back in.
 
 Vectors, payloads and the null-value flags are read by searches; their pages are left alone.
 ``MADV_PAGEOUT`` needs Linux 5.4; elsewhere this gives back nothing.
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ WRITE_ONLY = re.compile(r"/wal/|/payload_index/[^/]+-(map|numeric)/")
 
 
 def _madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         madvise = ctypes.CDLL(None, use_errno=True).madvise
     except (OSError, AttributeError):
@@ -55,12 +59,22 @@ def write_only_mappings(directory: Path, maps: str) -> list[tuple[int, int]]:
 def release_write_only_pages(directory: Path) -> int:
     """Hand the resident pages of the store's write-only files to the kernel; the bytes of the
     mappings it took the advice for. Safe at any moment: a mapping that is gone or replaced by
-    the time of the call only gets a hint it ignores or a reclaim that loses nothing."""
+    the time of the call only gets a hint it ignores or a reclaim that loses nothing. An economy,
+    so it never raises: a failure is logged and gives back nothing."""
+    try:
+        return _release(directory)
+    except Exception:
+        logger.warning("could not give back the store's write-only pages", exc_info=True)
+        return 0
+
+
+def _release(directory: Path) -> int:
     madvise = _madvise()
     if madvise is None:
         return 0
     try:
-        maps = Path("/proc/self/maps").read_text()
+        # Any file may be mapped, under a name that is not UTF-8: decoded as file names are.
+        maps = os.fsdecode(Path("/proc/self/maps").read_bytes())
     except OSError:
         return 0
     advised = 0
