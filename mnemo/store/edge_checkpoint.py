@@ -58,10 +58,18 @@ class Checkpoints:
         await self.idle()
 
     async def idle(self) -> None:
-        """Until no flush is running (a cancelled caller does not stop the flush's thread)."""
+        """Until no flush is running. A cancelled caller still waits for it (nothing stops the
+        flush's thread, and the caller is about to close the shard), then is cancelled."""
+        cancelled = False
         while self._flushing is not None and not self._flushing.done():
-            with contextlib.suppress(BaseException):  # the flush's outcome is flush_written's to report
+            try:
                 await asyncio.shield(self._flushing)
+            except asyncio.CancelledError:
+                cancelled = True
+            except BaseException:
+                pass  # the flush's outcome is flush_written's to report
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _run(self) -> None:
         while True:

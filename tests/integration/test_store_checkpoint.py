@@ -79,7 +79,7 @@ async def test_closing_waits_for_a_running_flush_and_keeps_every_write(tmp_path:
     written = [memory(f"fact {number}") for number in range(200)]
     for item in written:
         await put(store, item)
-        await asyncio.sleep(0)  # checkpoints start between the writes
+        await asyncio.sleep(0)  # checkpoints (a flush, then pages given back) start between the writes
     await store.close()  # closes no shard under a flush, whatever its timing
 
     reopened = EdgeMemoryStore(tmp_path, "mnemo", IDENTITY)

@@ -31,7 +31,7 @@ async def test_a_new_store_reads_its_vectors_from_disk(tmp_path: Path) -> None:
 async def test_a_store_that_held_its_vectors_in_memory_is_rebuilt_with_everything_in_it(tmp_path: Path) -> None:
     old = EdgeMemoryStore(tmp_path, "mnemo", IDENTITY)
     # What stores written before Cold placement hold: Edge's default (vectors read in whole).
-    old._vectors = {  # noqa: SLF001
+    old._vectors = {
         "memories": {pl.DENSE_VECTOR: qe.EdgeVectorParams(size=IDENTITY.dimension, distance=qe.Distance.Cosine)},
         "events": qe.EdgeVectorParams(1, qe.Distance.Dot),
     }

@@ -50,6 +50,25 @@ async def test_stopping_waits_for_a_running_flush(tmp_path: Path) -> None:
     assert shard.flushes == 1
 
 
+async def test_a_cancelled_wait_for_a_flush_still_waits_for_it_then_is_cancelled(tmp_path: Path) -> None:
+    """What a rebuild cancelled by close() does before it closes the old shard."""
+    shard = Shard()
+    checkpoints = Checkpoints(tmp_path, lambda: {"memories": shard}, every_s=3600)  # type: ignore[dict-item]
+    checkpoints.wrote("memories")
+    flushing = asyncio.create_task(checkpoints.flush_written())
+    await asyncio.to_thread(shard.started.wait, 5)
+    waiting = asyncio.create_task(checkpoints.idle())
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    shard.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    await flushing
+    assert shard.flushes == 1
+
+
 async def test_a_failed_flush_is_tried_again_at_the_next_checkpoint(tmp_path: Path) -> None:
     shard = Shard(fail=Panic("flush panicked"))
     shard.release.set()
