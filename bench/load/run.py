@@ -58,9 +58,16 @@ class Tally:
     memory_status: Counter[str] = field(default_factory=Counter)
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, user: str, text: str, tally: Tally) -> None:
+async def one_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    user: str,
+    text: str,
+    tally: Tally,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": True}
-    headers = {"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-load"}
+    headers = {"X-Mnemo-User-Id": user, "Authorization": "Bearer sk-load", **(extra_headers or {})}
     started = time.perf_counter()
     first: float | None = None
     lines: list[str] = []

@@ -36,3 +36,23 @@ def test_the_soaks_growth_is_split_into_the_data_and_what_the_process_kept() -> 
     assert "÷ a new process on the same data: 1.07" in lines[0]
     assert "+80.0 MB more than at ready, 10.0 KB per exchange stored" in lines[1]
     assert report.growth_lines({"exchanges_stored": 1}, cold, after, None) == []
+
+
+def test_the_read_soak_report_gives_rss_per_minute_and_its_ratio() -> None:
+    from bench.load import read_soak
+
+    def shot(rss: float, heap: float) -> dict[str, object]:
+        memory = {"Python heap (brk)": heap, "anonymous (native allocations)": 70.0, "store files (Qdrant Edge)": 6.0}
+        return {"rss_mb": rss, "memory": memory}
+
+    minute = {"minute": 1, "chats": 6000, "memory_status": {"ok": 5990, "skipped:timeout": 10}, "errors": {}}
+    results = {
+        "seeded_exchanges": 1891,
+        "machine_start": {"cpus": 2, "load_average": [1, 1, 1]},
+        "before": shot(240.0, 80.0),
+        "minutes": [minute | {"process": shot(252.0, 84.0)}],
+    }
+    text = read_soak.render(results)
+    assert "| the pools filled | – | – | – | 240.0 | 80.0 | 70.0 | 6.0 |" in text
+    assert "| 1 min | 6000 | 10 | 0 | 252.0 | 84.0 | 70.0 | 6.0 |" in text
+    assert "RSS after 6000 chats ÷ before them: 1.05." in text

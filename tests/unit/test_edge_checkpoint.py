@@ -35,12 +35,18 @@ class Shard:
             raise fail
 
 
-async def test_stopping_waits_for_a_running_flush(tmp_path: Path) -> None:
-    shard = Shard()
+async def flush_under_way(tmp_path: Path, shard: Shard) -> tuple[Checkpoints, asyncio.Task[None]]:
+    """Checkpoints over one shard, and a checkpoint whose flush has started and waits on the shard."""
     checkpoints = Checkpoints(tmp_path, lambda: {"memories": shard}, every_s=3600)  # type: ignore[dict-item]
     checkpoints.wrote("memories")
     flushing = asyncio.create_task(checkpoints.flush_written())
     await asyncio.to_thread(shard.started.wait, 5)
+    return checkpoints, flushing
+
+
+async def test_stopping_waits_for_a_running_flush(tmp_path: Path) -> None:
+    shard = Shard()
+    checkpoints, flushing = await flush_under_way(tmp_path, shard)
     flushing.cancel()  # the caller goes away; the flush's thread does not
     stopping = asyncio.create_task(checkpoints.stop())
     await asyncio.sleep(0.1)
@@ -53,10 +59,7 @@ async def test_stopping_waits_for_a_running_flush(tmp_path: Path) -> None:
 async def test_a_cancelled_wait_for_a_flush_still_waits_for_it_then_is_cancelled(tmp_path: Path) -> None:
     """What a rebuild cancelled by close() does before it closes the old shard."""
     shard = Shard()
-    checkpoints = Checkpoints(tmp_path, lambda: {"memories": shard}, every_s=3600)  # type: ignore[dict-item]
-    checkpoints.wrote("memories")
-    flushing = asyncio.create_task(checkpoints.flush_written())
-    await asyncio.to_thread(shard.started.wait, 5)
+    checkpoints, flushing = await flush_under_way(tmp_path, shard)
     waiting = asyncio.create_task(checkpoints.idle())
     await asyncio.sleep(0.05)
     waiting.cancel()
