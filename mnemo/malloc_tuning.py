@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ ARENAS = 2
 TRIM_EVERY_S = 60.0
 
 
+@functools.cache  # looked up once: trims and checkpoints run for the process's life
 def _libc() -> Any:
     if sys.platform == "win32":  # CDLL(None) is no C library there
         return None

@@ -97,7 +97,17 @@ async def one_stream(
     tally.total_ms.append((time.perf_counter() - started) * 1000)
 
 
-async def run_load(url: str, clients: int, duration_s: float, phase: str = "load") -> Tally:
+async def run_load(
+    url: str,
+    clients: int,
+    duration_s: float,
+    phase: str = "load",
+    *,
+    text: str = "I noted {phase} fact {index}-{number}",
+    extra_headers: dict[str, str] | None = None,
+) -> Tally:
+    """``clients`` closed loops, each its own user, each request a new ``text`` (a repeated text is
+    stored once, and a repeated question answered from the query cache)."""
     tally = Tally()
     deadline = time.monotonic() + duration_s
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -105,8 +115,8 @@ async def run_load(url: str, clients: int, duration_s: float, phase: str = "load
     async def client_loop(client: httpx.AsyncClient, index: int) -> None:
         number = 0
         while time.monotonic() < deadline:
-            text = f"I noted {phase} fact {index}-{number}"  # unique: a repeated text is stored once
-            await one_stream(client, url, f"load-{index:03d}", text, tally)
+            said = text.format(phase=phase, index=index, number=number)
+            await one_stream(client, url, f"load-{index:03d}", said, tally, extra_headers)
             number += 1
 
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:

@@ -16,6 +16,7 @@ Vectors, payloads and the null-value flags are read by searches; their pages are
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ MADV_PAGEOUT = 21  # linux/mman.h
 WRITE_ONLY = re.compile(r"/wal/|/payload_index/[^/]+-(map|numeric)/")
 
 
+@functools.cache  # looked up once: trims and checkpoints run for the process's life
 def _madvise() -> Any:
     if not sys.platform.startswith("linux"):
         return None

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, _Lane, _lower_thread_priority, verify_sha256
+from mnemo.embedding import LOCAL_MODEL_IDS, LocalOnnxEmbedder, verify_sha256
+from mnemo.embedding_lanes import Lane, lower_thread_priority
 from mnemo.errors import EmbedderError, EmbedderOverloaded
 from mnemo.minilm_graph import DISABLED_OPTIMIZERS
 
@@ -109,7 +110,7 @@ def test_a_stored_lane_runs_the_texts_of_one_call_side_by_side_in_order() -> Non
             threads[text] = threading.get_ident()
         return np.array([[float(text)] for text in texts], dtype=np.float32)
 
-    lane = _Lane(encode, "test-lane", threads=2)
+    lane = Lane(encode, "test-lane", threads=2)
     try:
         vectors = asyncio.run(lane.submit(["1", "2", "3"]))
     finally:
@@ -136,7 +137,7 @@ class GatedEncode:
 
 def test_a_query_lane_refuses_at_once_a_caller_whose_deadline_the_queue_ahead_cannot_meet() -> None:
     encode = GatedEncode(pass_s=0.01)
-    lane = _Lane(encode, "test-lane", rows=1)
+    lane = Lane(encode, "test-lane", rows=1)
 
     async def scenario() -> tuple[list[list[list[float]]], bool]:
         await lane.submit(["measured"])  # the lane learns its pace: ~10 ms a text
@@ -161,7 +162,7 @@ def test_a_query_lane_refuses_at_once_a_caller_whose_deadline_the_queue_ahead_ca
 
 def test_a_caller_that_gives_up_leaves_the_queue_before_its_text_runs() -> None:
     encode = GatedEncode(pass_s=0.001)
-    lane = _Lane(encode, "test-lane", rows=1)
+    lane = Lane(encode, "test-lane", rows=1)
 
     async def scenario() -> tuple[float, float]:
         await lane.submit(["measured"])
@@ -189,7 +190,7 @@ def test_a_caller_that_gives_up_leaves_the_queue_before_its_text_runs() -> None:
 
 def test_a_lane_running_past_its_expected_pace_stops_reporting_signs_of_life() -> None:
     encode = GatedEncode(pass_s=0.005)
-    lane = _Lane(encode, "test-lane")
+    lane = Lane(encode, "test-lane")
 
     async def scenario() -> tuple[float | None, float | None, float | None]:
         await lane.submit(["measured"])  # ~5 ms: the pace
@@ -227,7 +228,7 @@ def test_a_lane_computing_past_its_expected_pace_keeps_reporting_signs_of_life()
                 sum(range(1000))  # CPU work, however long the test lets it run
         return np.array([[1.0] for _ in texts], dtype=np.float32)
 
-    lane = _Lane(encode, "test-lane")
+    lane = Lane(encode, "test-lane")
 
     async def scenario() -> list[float | None]:
         await lane.submit(["measured"])  # a pace of well under a millisecond
@@ -289,7 +290,7 @@ def test_the_background_lane_thread_runs_at_a_lower_priority() -> None:
     seen: dict[str, int] = {}
 
     def lowered() -> None:
-        _lower_thread_priority(10)
+        lower_thread_priority(10)
         seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     thread = threading.Thread(target=lowered)
